@@ -1,0 +1,69 @@
+"""5-point face alignment: one least-squares similarity transform (Umeyama) onto a template.
+
+Coordinates are 0-based pixel centres (OpenCV's convention: the centre of the top-left pixel is
+(0, 0)). SphereFace's Matlab code (cp2tform/imtransform with XData=[1 96]) uses the same numbers
+in 1-based coordinates, so its crops sit ~1 px off ours; we train and test with this one function,
+so train and test crops always agree.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# SphereFace 112x96 template (wy1iu/sphereface preprocess/code/face_align_demo.m), order:
+# left eye, right eye, nose, left mouth corner, right mouth corner.
+SPHEREFACE_112x96 = np.array(
+    [[30.2946, 51.6963], [65.5318, 51.5014], [48.0252, 71.7366], [33.5493, 92.3655], [62.7299, 92.2041]],
+    dtype=np.float32,
+)
+# ArcFace 112x112 (insightface arcface_dst) = the SphereFace points shifted by (112 - 96) / 2 in x.
+ARCFACE_112x112 = SPHEREFACE_112x96 + np.array([8.0, 0.0], dtype=np.float32)
+
+# name -> (template points, (height, width))
+TEMPLATES: dict[str, tuple[np.ndarray, tuple[int, int]]] = {
+    "112x96": (SPHEREFACE_112x96, (112, 96)),
+    "112x112": (ARCFACE_112x112, (112, 112)),
+}
+
+
+def template_points(template: str, pad: int = 0) -> tuple[np.ndarray, tuple[int, int]]:
+    """Template points and output (height, width) for ``template`` with ``pad`` px on every side."""
+    try:
+        points, (height, width) = TEMPLATES[template]
+    except KeyError:
+        raise ValueError(f"unknown template {template!r}; choose one of {sorted(TEMPLATES)}") from None
+    return points + np.float32(pad), (height + 2 * pad, width + 2 * pad)
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """2x3 matrix of the similarity (rotation, uniform scale, translation) that maps ``src`` onto
+    ``dst`` with least squared error — Umeyama (1991), eqs. 40-42, without reflection."""
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    n = src.shape[0]
+    mu_src, mu_dst = src.mean(0), dst.mean(0)
+    src_c, dst_c = src - mu_src, dst - mu_dst
+    var_src = (src_c**2).sum() / n
+    cov = dst_c.T @ src_c / n  # eq. 38
+    u, d, vt = np.linalg.svd(cov)
+    s = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:  # eq. 39: no reflections
+        s[-1] = -1.0
+    rotation = u @ np.diag(s) @ vt  # eq. 40
+    scale = (d * s).sum() / var_src  # eq. 42
+    translation = mu_dst - scale * rotation @ mu_src  # eq. 41
+    return np.hstack([scale * rotation, translation[:, None]]).astype(np.float32)
+
+
+def align_face(image: np.ndarray, landmarks: np.ndarray, template: str = "112x96", pad: int = 0) -> np.ndarray:
+    """Warp ``image`` (HxWx3 uint8 RGB) so that ``landmarks`` ((5, 2) x, y) land on the template.
+
+    Returns a ``(h + 2 pad) x (w + 2 pad) x 3`` uint8 crop; pixels outside the image are black.
+    """
+    landmarks = np.asarray(landmarks, dtype=np.float32).reshape(5, 2)
+    if not np.isfinite(landmarks).all():
+        raise ValueError("landmarks contain NaN or infinity")
+    points, (height, width) = template_points(template, pad)
+    matrix = similarity_transform(landmarks, points)
+    return cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)

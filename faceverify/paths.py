@@ -1,0 +1,49 @@
+"""Where the shared face data lives: ``$FACEVERIFY_DATA``, else ``../shared/data`` beside the
+checkout (or beside the current directory). Nothing is ever downloaded."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import DataNotFoundError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_root() -> Path:
+    """The data root; raises DataNotFoundError with the places it looked."""
+    env = os.environ.get("FACEVERIFY_DATA")
+    candidates = [Path(env)] if env else [REPO_ROOT.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
+    for path in candidates:
+        if path.is_dir():
+            return path.resolve()
+    looked = ", ".join(str(p) for p in candidates)
+    raise DataNotFoundError(
+        f"face data not found (looked in: {looked}). Set FACEVERIFY_DATA to the folder that holds "
+        "lfw/ and train/ (the project's shared data; it is never downloaded)."
+    )
+
+
+def data_path(*parts: str) -> Path:
+    """A path under the data root that must exist, e.g. ``data_path("lfw", "pairs.txt")``."""
+    path = data_root().joinpath(*parts)
+    if not path.exists():
+        raise DataNotFoundError(f"{path} does not exist under the data root {data_root()}; check FACEVERIFY_DATA.")
+    return path
+
+
+def lfw_root() -> Path:
+    return data_path("lfw")
+
+
+def train_root() -> Path:
+    return data_path("train")
+
+
+def require_path(path: str | os.PathLike, what: str = "input") -> Path:
+    """``path`` as a Path if it exists, else a DataNotFoundError that names it."""
+    p = Path(path)
+    if not p.exists():
+        raise DataNotFoundError(f"{what} {p} does not exist; check the path.")
+    return p

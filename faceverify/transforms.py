@@ -1,0 +1,12 @@
+"""uint8 crops -> the network's input tensor. One definition, used by training and inference."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def crops_to_tensor(crops: np.ndarray | list[np.ndarray]) -> torch.Tensor:
+    """(N, H, W, 3) uint8 RGB -> (N, 3, H, W) float32, (x - 127.5) / 128 as in SphereFace's Caffe data layer."""
+    batch = torch.from_numpy(np.ascontiguousarray(np.stack(crops) if isinstance(crops, list) else crops))
+    return batch.permute(0, 3, 1, 2).float().sub_(127.5).div_(128.0)

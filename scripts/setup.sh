@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# One set-up for a fresh machine: creates .venv and installs faceverify with everything it needs.
+# Used by the README, .ci/run, the Dockerfile and every benchmark. Idempotent: re-running is cheap.
+#   FACEVERIFY_EXTRAS=dev (default: dev)   extras to install, e.g. "dev,bench"
+#   FACEVERIFY_GPU=1                       faiss-gpu instead of faiss-cpu
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+VPY=.venv/bin/python
+stamp=.venv/.faceverify-setup
+want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)${FACEVERIFY_EXTRAS:-dev}${FACEVERIFY_GPU:-0}"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  echo "setup: .venv is up to date"; exit 0
+fi
+# torch/torchvision: the one build pair that exists for both CPU-only and CUDA machines here.
+"$VPY" -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+# facenet-pytorch pins torch<2.3 and old numpy/Pillow in its metadata; its real needs are in pyproject.
+"$VPY" -m pip install --quiet --no-deps "facenet-pytorch==2.6.0"
+"$VPY" -m pip install --quiet -e ".[${FACEVERIFY_EXTRAS:-dev}]"
+if [ "${FACEVERIFY_GPU:-0}" = "1" ]; then
+  "$VPY" -m pip uninstall -y faiss-cpu >/dev/null 2>&1 || true
+  "$VPY" -m pip install --quiet "faiss-gpu"
+fi
+echo "$want" > "$stamp"
+echo "setup: done ($("$VPY" -c 'import torch; print("torch", torch.__version__)'))"
