@@ -1,0 +1,44 @@
+"""The ``faceverify`` command: one entry point, subcommands dispatching to the thin apps."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand -> (module with main(argv), one-line help)
+SUBCOMMANDS = {
+    "prep": ("data_prep.__main__", "align a folder-per-identity dataset into a packed training set"),
+    "train": ("train.__main__", "train an identity model from a YAML recipe (torchrun for many processes)"),
+    "eval": ("eval.__main__", "evaluate a model: LFW 10-fold protocol or MegaFace-style identification"),
+    "serve": ("serve.__main__", "run the REST service (verify, embed, gallery enroll/identify)"),
+    "verify": ("faceverify.verify", "verify two photos from the command line; prints one JSON object"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: faceverify <command> [options]", "", "commands:"]
+    lines += [f"  {name:<8} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    lines += ["", "faceverify <command> --help shows a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from . import __version__
+
+        print(f"faceverify {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"faceverify: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

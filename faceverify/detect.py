@@ -1,0 +1,131 @@
+"""Face detection with MTCNN (facenet-pytorch's port; its weights ship inside the wheel, so
+nothing is downloaded): boxes, probabilities and the 5 landmarks as float32 arrays."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import MultipleFacesError, NoFaceError
+
+SELECTION_POLICIES = ("largest_central", "largest", "central", "highest_score", "reject")
+
+
+@dataclass(frozen=True)
+class Face:
+    box: np.ndarray  # (4,) float32 x1, y1, x2, y2
+    score: float  # MTCNN O-Net probability
+    landmarks: np.ndarray  # (5, 2) float32: left eye, right eye, nose, left/right mouth corner
+
+    @property
+    def area(self) -> float:
+        return float(max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1]))
+
+    def to_dict(self) -> dict:
+        return {"box": self.box.round(2).tolist(), "score": round(self.score, 5), "landmarks": self.landmarks.round(2).tolist()}
+
+
+class FaceDetector:
+    """MTCNN with a final probability threshold.
+
+    ``stage_thresholds`` are MTCNN's P/R/O-Net thresholds; ``min_score`` drops faces whose final
+    O-Net probability is lower (hands, glasses and textures come back at ~0.86; real faces at
+    > 0.99). ``detect_batch`` runs one pyramid for many images of the same size.
+    """
+
+    def __init__(
+        self,
+        min_score: float = 0.95,
+        min_face_size: int = 20,
+        stage_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+        scale_factor: float = 0.709,
+        device: str | torch.device = "cpu",
+    ):
+        from facenet_pytorch import MTCNN  # imported here: it is slow to import and only detection needs it
+
+        self.min_score = min_score
+        self.min_face_size = min_face_size
+        self.stage_thresholds = list(stage_thresholds)
+        self.scale_factor = scale_factor
+        self.device = torch.device(device)
+        mtcnn = MTCNN(device=self.device)
+        self._nets = (mtcnn.pnet.eval(), mtcnn.rnet.eval(), mtcnn.onet.eval())
+        self._lock = threading.Lock()  # the MTCNN modules are not re-entrant across threads
+
+    def detect(self, image: np.ndarray, min_score: float | None = None) -> list[Face]:
+        """Faces in one HxWx3 uint8 RGB image, best score first."""
+        return self.detect_batch([image], min_score)[0]
+
+    def detect_batch(self, images: list[np.ndarray] | np.ndarray, min_score: float | None = None) -> list[list[Face]]:
+        """Faces in each of several images; images of one size share one MTCNN pass.
+        ``min_score`` overrides the detector's final probability threshold for this call."""
+        threshold = self.min_score if min_score is None else min_score
+        from facenet_pytorch.models.utils.detect_face import detect_face
+
+        results: list[list[Face]] = [[] for _ in range(len(images))]
+        by_shape: dict[tuple, list[int]] = {}
+        for i, img in enumerate(images):
+            by_shape.setdefault(tuple(img.shape), []).append(i)
+        for shape, idx in by_shape.items():
+            if min(shape[:2]) < 12:  # smaller than P-Net's receptive field: nothing to find
+                continue
+            batch = np.stack([images[i] for i in idx])
+            with self._lock, torch.inference_mode():
+                boxes, points = detect_face(
+                    batch, self.min_face_size, *self._nets, self.stage_thresholds, self.scale_factor, self.device
+                )
+            for i, b, p in zip(idx, boxes, points):
+                results[i] = _to_faces(b, p, threshold)
+        return results
+
+
+def _to_faces(boxes, points, min_score: float) -> list[Face]:
+    # numpy 2 + facenet-pytorch give object/ragged arrays; normalise to float32 per face
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 5)
+    points = np.asarray(points, dtype=np.float32).reshape(-1, 5, 2)
+    faces = [Face(box=b[:4].copy(), score=float(b[4]), landmarks=p.copy()) for b, p in zip(boxes, points) if b[4] >= min_score]
+    return sorted(faces, key=lambda f: -f.score)
+
+
+def select_face(faces: list[Face], image_shape: tuple[int, ...], policy: str = "largest_central") -> Face:
+    """Choose "the" face of an image.
+
+    - ``largest_central`` (default): largest box area, discounted by the distance of the box
+      centre from the image centre (area * (1 - d / half-diagonal)) — the photographed person,
+      not a large face at the edge;
+    - ``largest``: largest box; ``central``: box centre closest to the image centre (SphereFace's
+      rule); ``highest_score``: highest MTCNN probability;
+    - ``reject``: exactly one face is required, else MultipleFacesError.
+    """
+    if not faces:
+        raise NoFaceError(
+            "no face found (MTCNN found no face with probability >= the detector's min_score); "
+            "use a photo with a visible frontal face of at least ~20 px."
+        )
+    if policy not in SELECTION_POLICIES:
+        raise ValueError(f"unknown face selection policy {policy!r}; choose one of {SELECTION_POLICIES}")
+    if len(faces) == 1:
+        return faces[0]
+    if policy == "reject":
+        raise MultipleFacesError(
+            f"{len(faces)} faces found and the policy is 'reject'; send a photo with one face, or "
+            "choose the policy 'largest'.",
+            faces=[f.to_dict() for f in faces],
+        )
+    height, width = image_shape[:2]
+    centre = np.array([width / 2.0, height / 2.0], dtype=np.float32)
+    half_diagonal = float(np.hypot(width, height) / 2.0)
+
+    def distance(f: Face) -> float:
+        return float(np.linalg.norm((f.box[:2] + f.box[2:]) / 2.0 - centre))
+
+    key = {
+        "largest": lambda f: f.area,
+        "central": lambda f: -distance(f),
+        "highest_score": lambda f: f.score,
+        "largest_central": lambda f: f.area * max(0.0, 1.0 - distance(f) / half_diagonal),
+    }[policy]
+    return max(faces, key=key)
