@@ -1,0 +1,155 @@
+"""The Embedder protocol: images in, float vectors out, batched. Evaluation and the service talk
+only to this interface; implementations: a faceverify checkpoint (PyTorch), an ONNX file, and the
+optional dlib peer (``bench.peers.dlib_adapter``)."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from .errors import CheckpointError, ConfigError
+from .pipeline import AlignedFace, FaceAligner
+
+FLIP_MODES = ("none", "sum", "concat")
+
+
+def combine_flip(plain: np.ndarray, flipped: np.ndarray | None, mode: str) -> np.ndarray:
+    """Flip test-time augmentation: none, sum (insightface/opensphere) or concat (SphereFace)."""
+    if mode == "none":
+        return plain
+    if flipped is None:
+        raise ValueError(f"flip mode {mode!r} needs the flipped features")
+    if mode == "sum":
+        return plain + flipped
+    if mode == "concat":
+        return np.concatenate([plain, flipped], axis=1)
+    raise ValueError(f"unknown flip mode {mode!r}; choose one of {FLIP_MODES}")
+
+
+@dataclass
+class EmbedBatch:
+    plain: np.ndarray  # (N, D) float32 features of the aligned crops, not normalised
+    faces: list[AlignedFace]  # how each image was aligned
+    flipped: np.ndarray | None = None  # (N, D) features of the mirrored crops, when flip != "none"
+    flip: str = "none"
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """The features with the embedder's flip mode applied ((N, D) or (N, 2D) for concat)."""
+        return combine_flip(self.plain, self.flipped, self.flip)
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    name: str
+    dim: int  # length of EmbedBatch.vectors rows
+
+    def embed(self, images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray | None] | None = None) -> EmbedBatch: ...
+
+
+class _CropEmbedder:
+    """Shared part of the network embedders: align with the shared FaceAligner, run the network on
+    crops (and mirrored crops) in batches."""
+
+    def __init__(self, name: str, template: str, feature_dim: int, flip: str, batch_size: int, fallback: str,
+                 aligner: FaceAligner | None, policy: str):
+        if flip not in FLIP_MODES:
+            raise ConfigError(f"unknown flip mode {flip!r}; choose one of {FLIP_MODES}")
+        self.name = name
+        self.flip = flip
+        self.feature_dim = feature_dim
+        self.dim = feature_dim * (2 if flip == "concat" else 1)
+        self.batch_size = batch_size
+        self.aligner = aligner or FaceAligner(template=template, policy=policy, fallback=fallback)
+        if self.aligner.template != template:
+            raise ConfigError(f"the model expects {template} crops but the aligner makes {self.aligner.template} crops")
+
+    def embed(self, images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray | None] | None = None) -> EmbedBatch:
+        faces = self.aligner.align_batch(list(images), None if landmarks is None else list(landmarks))
+        crops = np.stack([f.crop for f in faces]) if faces else np.zeros((0, 1, 1, 3), np.uint8)
+        plain = self.embed_crops(crops)
+        flipped = self.embed_crops(crops[:, :, ::-1]) if self.flip != "none" else None
+        return EmbedBatch(plain, faces, flipped, self.flip)
+
+    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 aligned crops -> (N, feature_dim) float32."""
+        if len(crops) == 0:
+            return np.zeros((0, self.feature_dim), np.float32)
+        out = [self._forward(crops[i : i + self.batch_size]) for i in range(0, len(crops), self.batch_size)]
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+    def _forward(self, crops: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class TorchEmbedder(_CropEmbedder):
+    """A faceverify checkpoint (``.pt`` file or a directory with ``model.pt``)."""
+
+    def __init__(self, model_path: str | Path, flip: str = "none", batch_size: int = 64, fallback: str = "error",
+                 device: str = "cpu", aligner: FaceAligner | None = None, policy: str = "largest_central"):
+        import torch
+
+        from .checkpoint import load_backbone
+
+        self.model, self.info = load_backbone(model_path)
+        self.device = torch.device(device)
+        self.model.to(self.device).eval()
+        self.model_path = Path(model_path)
+        super().__init__(f"faceverify:{self.model_path}", self.info.template, self.info.embedding_dim, flip, batch_size,
+                         fallback, aligner, policy)
+
+    def _forward(self, crops: np.ndarray) -> np.ndarray:
+        import torch
+
+        from .transforms import crops_to_tensor
+
+        with torch.inference_mode():
+            return self.model(crops_to_tensor(crops).to(self.device)).float().cpu().numpy()
+
+
+class OnnxEmbedder(_CropEmbedder):
+    """An ONNX file exported by ``faceverify.export`` (input ``(N, 3, H, W)`` normalised crops)."""
+
+    def __init__(self, onnx_path: str | Path, flip: str = "none", batch_size: int = 64, fallback: str = "error",
+                 aligner: FaceAligner | None = None, policy: str = "largest_central"):
+        import onnxruntime as ort
+
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), providers=ort.get_available_providers())
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise CheckpointError(f"{onnx_path}: cannot be loaded as an ONNX model ({exc}).") from exc
+        meta = self.session.get_modelmeta().custom_metadata_map
+        inp = self.session.get_inputs()[0]
+        height, width = inp.shape[2], inp.shape[3]
+        template = meta.get("faceverify.template") or ("112x112" if width == 112 else "112x96")
+        if template != f"{height}x{width}" and isinstance(height, int):
+            raise CheckpointError(f"{onnx_path}: input {height}x{width} does not match template {template}.")
+        self._input = inp.name
+        feature_dim = int(self.session.get_outputs()[0].shape[1])
+        super().__init__(f"onnx:{onnx_path}", template, feature_dim, flip, batch_size, fallback, aligner, policy)
+
+    def _forward(self, crops: np.ndarray) -> np.ndarray:
+        from .transforms import crops_to_tensor
+
+        return self.session.run(None, {self._input: crops_to_tensor(crops).numpy()})[0]
+
+
+def load_embedder(spec: str | Path, **kwargs) -> Embedder:
+    """``"dlib"`` (optional peer), an ``.onnx`` file, or a faceverify checkpoint / model directory."""
+    spec_str = str(spec)
+    if spec_str == "dlib":
+        try:
+            module = importlib.import_module("bench.peers.dlib_adapter")
+        except ImportError as exc:
+            raise ConfigError(f"the dlib peer is not installed ({exc}); run `bash bench/peers/install.sh`.") from exc
+        return module.DlibEmbedder(**kwargs)
+    path = Path(spec)
+    if not path.exists():
+        raise CheckpointError(f"model {path} does not exist; give a checkpoint (.pt), a model directory, an .onnx file or 'dlib'.")
+    if path.suffix == ".onnx":
+        return OnnxEmbedder(path, **kwargs)
+    return TorchEmbedder(path, **kwargs)
