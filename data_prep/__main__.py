@@ -7,7 +7,8 @@ import json
 import sys
 
 from faceverify.errors import FaceverifyError
-from faceverify.landmarks import check_landmarks_fit, read_landmark_file
+from faceverify.detect import FaceDetector
+from faceverify.landmarks import check_landmark_scale, read_landmark_file
 from faceverify.prep import CASIA_LFW_OVERLAP, prepare_dataset, read_exclusion_file
 
 
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         compare = read_landmark_file(args.compare_landmarks, args.landmark_scale) if args.compare_landmarks else None
         for table in (landmarks, compare):
             if table:  # one early check against a wrong --landmark-scale, before hours of work
-                _check_scale(table, args.src, args.landmark_scale)
+                for src in args.src:
+                    check_landmark_scale(table, src, FaceDetector(), args.landmark_scale)
         summary = prepare_dataset(
             args.src, args.dst, template=args.template, pad=args.pad, workers=args.workers, landmarks=landmarks,
             compare_landmarks=compare, exclude=exclude, min_score=args.min_score, policy=args.policy, chunk_size=args.chunk_size,
@@ -50,19 +52,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(json.dumps({k: v for k, v in summary.items() if k != "identities_excluded"}, indent=1))
     return 0
-
-
-def _check_scale(table: dict, sources: list[str], scale: float) -> None:
-    from pathlib import Path
-
-    from faceverify.image import load_image
-
-    for src in sources:
-        for rel, points in list(table.items())[:1000]:
-            path = Path(src) / rel
-            if path.is_file():
-                check_landmarks_fit(points, load_image(path).shape, rel, scale)
-                return
 
 
 if __name__ == "__main__":

@@ -32,8 +32,36 @@ def read_landmark_file(path: str | Path, scale: float = 1.0) -> dict[str, np.nda
     return out
 
 
+def check_landmark_scale(table: dict[str, np.ndarray], image_root: str | Path, detector, scale: float, samples: int = 6) -> None:
+    """Compare a scaled landmark table with MTCNN on a few of its images; raise ConfigError when the
+    two disagree in size (the sign of a wrong ``scale``), naming the scale that would fit."""
+    from .errors import ConfigError
+    from .image import load_image
+
+    ratios = []
+    for rel, points in table.items():
+        path = Path(image_root) / rel
+        if not path.is_file():
+            continue
+        faces = detector.detect(load_image(path))
+        if faces:
+            ratios.append(np.linalg.norm(faces[0].landmarks[0] - faces[0].landmarks[1]) / max(1e-6, np.linalg.norm(points[0] - points[1])))
+        if len(ratios) >= samples:
+            break
+    if not ratios:
+        return  # nothing to compare with: no listed image under this root, or no face found
+    ratio = float(np.median(ratios))
+    if not 0.8 < ratio < 1.25:
+        raise ConfigError(
+            f"the landmark file does not fit the images under {image_root}: its eye distance is {1 / ratio:.2f}x "
+            f"MTCNN's at --landmark-scale {scale}; a scale of about {scale * ratio:.2f} would fit "
+            f"(SphereFace's lfw_landmark.txt on the shared 150x150 LFW needs --landmark-scale {LFW_250_TO_150})."
+        )
+
+
 def check_landmarks_fit(landmarks: np.ndarray, image_shape: tuple[int, ...], name: str, scale: float) -> None:
-    """Raise if scaled landmarks fall outside the image: the usual sign of a wrong ``scale``."""
+    """Raise if scaled landmarks fall far outside the image (a cheap check, no detector needed;
+    ``check_landmark_scale`` is the thorough one)."""
     height, width = image_shape[:2]
     lm = np.asarray(landmarks)
     if (lm < -0.5 * width).any() or (lm[:, 0] > 1.5 * width).any() or (lm[:, 1] > 1.5 * height).any():
