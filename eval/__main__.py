@@ -191,7 +191,10 @@ def run_lfw(args, command: str) -> dict:
         absent = [p for p in images if p not in table]
         if absent:
             raise ConfigError(f"{args.landmarks} has no landmarks for {len(absent)} images of the pairs, e.g. {absent[0]}.")
-        check_landmarks_fit(table[images[0]], load_image(root / images[0]).shape, images[0], args.landmark_scale)
+        try:  # one cheap check against a wrong --landmark-scale before any work
+            check_landmarks_fit(table[images[0]], load_image(root / images[0]).shape, images[0], args.landmark_scale)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         landmarks = {p: table[p] for p in images}
         from faceverify.evaluation.features import file_digest
 

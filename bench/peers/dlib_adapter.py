@@ -36,11 +36,13 @@ CHIP_SIZE = 150
 CHIP_PADDING = 0.25
 DETECTORS = ("hog", "mtcnn", "mtcnn_points")
 
-# Where dlib's 150x150 / padding 0.25 chip puts faceverify's five points (left eye centre, right eye
-# centre, nose tip, left/right mouth corner): the mean over LFW View 1 (pairsDevTrain) images of the
-# 68-point predictor's points (eyes = mean of 36-41 / 42-47, nose 30, mouth 48 / 54) mapped into
-# the chip. Measured by ``python -m bench.peers.dlib_adapter --chip-template``.
-CHIP_TEMPLATE_5 = None  # filled below when measured; see _CHIP_TEMPLATE_5
+# Where MTCNN's five points (left eye, right eye, nose, left/right mouth corner) fall in dlib's
+# 150x150 / padding 0.25 chips: the median of MTCNN's points detected on the HOG + 68-point chips of
+# LFW View 1 (pairsDevTrain) images. Measured by ``python -m bench.peers.dlib_adapter --chip-template``.
+# (598 of the first 600 pairsDevTrain images had both a HOG face and an MTCNN face on the chip.)
+CHIP_TEMPLATE_5 = np.array(
+    [[42.93, 34.29], [102.61, 34.26], [72.54, 70.78], [46.53, 100.68], [99.43, 100.76]], dtype=np.float32
+)
 
 
 def _five_from_68(points: np.ndarray) -> np.ndarray:
@@ -126,7 +128,7 @@ class DlibEmbedder:
 
             import cv2
 
-            m = similarity_transform(face.landmarks, _CHIP_TEMPLATE_5)
+            m = similarity_transform(face.landmarks, CHIP_TEMPLATE_5)
             chip = cv2.warpAffine(image, m, (CHIP_SIZE, CHIP_SIZE), flags=cv2.INTER_LINEAR, borderValue=0)
             return chip, face.landmarks
         box = face.box if face is not None else CENTRE_BOX * np.array([w, h, w, h], np.float32)
@@ -169,4 +171,46 @@ class DlibEmbedder:
         return EmbedBatch(plain, faces, flipped, self.flip)
 
 
-_CHIP_TEMPLATE_5 = np.zeros((5, 2), np.float32)  # placeholder until measured
+def measure_chip_template(paths: Sequence[str], root) -> tuple[np.ndarray, int]:
+    """Median MTCNN landmarks on dlib HOG/68-point chips of ``paths`` (-> CHIP_TEMPLATE_5)."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from faceverify.detect import FaceDetector
+    from faceverify.image import load_image
+
+    emb = DlibEmbedder(detector="hog", points=68, fallback="error")
+    det = FaceDetector()
+    found = []
+    for p in tqdm(paths, desc="chip template"):
+        try:
+            chip = emb.align(load_image(Path(root) / p)).crop
+        except NoFaceError:
+            continue
+        faces = det.detect(chip)
+        if faces:
+            found.append(select_face(faces, chip.shape, "largest_central").landmarks)
+    return np.median(np.stack(found), axis=0), len(found)
+
+
+def _main(argv=None) -> int:
+    import argparse
+
+    from faceverify.evaluation.lfw import read_pairs
+    from faceverify.paths import lfw_root
+
+    ap = argparse.ArgumentParser(prog="python -m bench.peers.dlib_adapter")
+    ap.add_argument("--chip-template", action="store_true", help="measure CHIP_TEMPLATE_5 on LFW View 1 images")
+    ap.add_argument("--limit", type=int, default=1000)
+    args = ap.parse_args(argv)
+    if args.chip_template:
+        images = read_pairs(lfw_root() / "pairsDevTrain.txt").images()[: args.limit]
+        template, n = measure_chip_template(images, lfw_root() / "images")
+        print(f"median MTCNN points on {n} dlib chips:")
+        print(np.array2string(template, precision=2, separator=", "))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

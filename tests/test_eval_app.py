@@ -1,0 +1,186 @@
+"""`faceverify eval lfw|megaface` end to end on a few real LFW images with a real (untrained)
+network checkpoint, plus the feature cache and the optional dlib peer."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from faceverify.paths import lfw_root
+
+eval_app = pytest.importorskip("eval.__main__")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """An untrained SphereFace-20 saved in the documented checkpoint format."""
+    from faceverify.backbones import build_backbone
+    from faceverify.checkpoint import inference_state, save_checkpoint
+
+    torch.manual_seed(0)
+    kwargs = {"embedding_dim": 512, "input_size": [112, 96]}
+    model = build_backbone("sphereface20", **kwargs)
+    path = tmp_path_factory.mktemp("model") / "untrained.pt"
+    save_checkpoint(path, inference_state("sphereface20", kwargs, "112x96", model))
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_pairs(tmp_path_factory):
+    """10 folds of 1 same + 1 different real LFW pairs (from View 1) in the View 2 format."""
+    lines = (lfw_root() / "pairsDevTest.txt").read_text().splitlines()[1:]
+    same, diff = lines[:500], lines[500:]
+    body = []
+    for k in range(10):
+        body += [same[k * 7], diff[k * 7]]
+    path = tmp_path_factory.mktemp("pairs") / "pairs.txt"
+    path.write_text("10\t1\n" + "\n".join(body) + "\n")
+    return path
+
+
+def test_eval_lfw_writes_reports_and_calibration(checkpoint, small_pairs, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = eval_app.main(["lfw", "--model", str(checkpoint), "--pairs", str(small_pairs), "--out", str(out),
+                        "--cache", str(tmp_path / "cache"), "--flip", "concat"])
+    assert rc == 0
+    d = json.loads((out / "lfw.json").read_text())
+    for key in ("accuracy_mean", "accuracy_std", "folds", "auc", "eer", "tar_at_far", "pairs", "no_face"):
+        assert key in d, key
+    assert d["pairs"] == 20 and len(d["folds"]) == 10
+    assert all(a in (0.0, 0.5, 1.0) for a in d["folds"])  # 2 pairs per fold
+    assert d["accuracy_mean"] == pytest.approx(np.mean(d["folds"]))
+    assert set(d["tar_at_far"]) == {"0.1", "0.01", "0.001"}
+    assert 0.0 <= d["auc"] <= 1.0 and 0.0 <= d["eer"] <= 1.0
+    assert d["flip"] == "concat" and d["images"] == 40
+    assert isinstance(d["no_face"], int) and d["no_face"] == len(d["no_face_images"])
+    assert sum(d["alignment_sources"].values()) == 40
+    # calibration beside the model, in the documented format
+    cal = json.loads((checkpoint.parent / "calibration.json").read_text())
+    assert cal["metric"] == "cosine" and cal["flip"] == "concat"
+    assert set(cal["thresholds"]) == {"far_1e-3", "far_1e-4", "best_accuracy"}
+    assert all(-1.0 <= t <= 1.0 for t in cal["thresholds"].values())
+    for name in ("lfw.md", "lfw_roc.png", "lfw_scores.png"):
+        assert (out / name).stat().st_size > 500, name
+    assert "OPTIMISTIC" in (out / "lfw.md").read_text()
+    printed = capsys.readouterr().out
+    assert "mean" in printed and "TAR@FAR=0.001" in printed
+
+
+def test_eval_lfw_with_landmarks_and_pca(checkpoint, small_pairs, tmp_path):
+    out = tmp_path / "out"
+    rc = eval_app.main(["lfw", "--model", str(checkpoint), "--pairs", str(small_pairs), "--out", str(out),
+                        "--landmarks", str(lfw_root() / "lfw_landmark.txt"), "--landmark-scale", "0.6",
+                        "--pca", "8", "--no-cache", "--no-calibration"])
+    assert rc == 0
+    d = json.loads((out / "lfw.json").read_text())
+    assert d["alignment"]["source"] == "landmarks" and d["alignment_sources"] == {"landmarks": 40}
+    assert d["no_face"] == 0
+    assert d["fold_pca_dims"] == [8] * 10
+
+
+def test_eval_lfw_wrong_landmark_scale_is_a_clear_error(checkpoint, small_pairs, tmp_path, capsys):
+    rc = eval_app.main(["lfw", "--model", str(checkpoint), "--pairs", str(small_pairs), "--out", str(tmp_path),
+                        "--landmarks", str(lfw_root() / "lfw_landmark.txt"), "--landmark-scale", "3", "--no-cache"])
+    assert rc == 2
+    assert "landmark scale 3.0 is probably wrong" in capsys.readouterr().err
+
+
+def test_eval_without_model_and_without_default_is_a_clear_error(small_pairs, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(eval_app, "DEFAULT_MODEL", tmp_path / "models" / "default")
+    rc = eval_app.main(["lfw", "--pairs", str(small_pairs), "--out", str(tmp_path / "o")])
+    assert rc == 2
+    assert "default model" in capsys.readouterr().err
+
+
+def test_feature_cache_serves_a_second_run_without_the_embedder(checkpoint, tmp_path):
+    from faceverify.embedder import TorchEmbedder
+    from faceverify.evaluation.features import compute_features
+
+    paths = ["Aaron_Eckhart/Aaron_Eckhart_0001.jpg", "Abel_Pacheco/Abel_Pacheco_0001.jpg"]
+    root = lfw_root() / "images"
+    emb = TorchEmbedder(checkpoint, flip="sum", fallback="center_crop")
+    cache = tmp_path / "f.npz"
+    first = compute_features(emb, root, paths, cache_file=cache, config={"m": 1}, need_flipped=True)
+    assert first.plain.shape == (2, 512) and first.flipped.shape == (2, 512)
+
+    class MustNotRun:
+        name = "must-not-run"
+
+        def embed(self, images, landmarks=None):
+            raise AssertionError("the cache should have served these images")
+
+    again = compute_features(MustNotRun(), root, paths, cache_file=cache, config={"m": 1}, need_flipped=True)
+    assert np.array_equal(again.plain, first.plain) and np.array_equal(again.flipped, first.flipped)
+    assert list(again.sources) == list(first.sources)
+    # another configuration (e.g. another model) must not reuse these features
+    with pytest.raises(AssertionError, match="cache should have served"):
+        compute_features(MustNotRun(), root, paths, cache_file=cache, config={"m": 2})
+
+
+@pytest.fixture(scope="module")
+def probe_folder(tmp_path_factory):
+    """3 identities with 2 images + 12 one-image people, as symlinks to the shared LFW."""
+    images = lfw_root() / "images"
+    root = tmp_path_factory.mktemp("probes")
+    multi = ["Aaron_Peirsol", "Abdullah_Gul", "Adrien_Brody"]
+    single = ["AJ_Cook", "AJ_Lamas", "Aaron_Eckhart", "Aaron_Guiel", "Aaron_Patterson", "Aaron_Pena",
+              "Aaron_Tippin", "Abba_Eban", "Abbas_Kiarostami", "Abdel_Aziz_Al-Hakim", "Abdel_Madi_Shabneh", "Abdel_Nasser_Assidi"]
+    for name in multi + single:
+        (root / name).mkdir()
+        for src in sorted((images / name).glob("*.jpg"))[: 2 if name in multi else 1]:
+            (root / name / src.name).symlink_to(src)
+    return root
+
+
+def test_eval_megaface_on_a_small_folder(checkpoint, probe_folder, tmp_path, capsys):
+    out = tmp_path / "mf"
+    rc = eval_app.main(["megaface", "--model", str(checkpoint), "--probes", str(probe_folder), "--out", str(out),
+                        "--cache", str(tmp_path / "cache")])
+    assert rc == 0
+    d = json.loads((out / "megaface.json").read_text())
+    assert d["probe_images"] == 6 and d["probe_identities"] == 3 and d["searches"] == 6
+    assert d["distractor_sizes"] == [10, 12]
+    assert set(d["rank1"]) == {"10", "12"} and all(0 <= v <= 1 for v in d["rank1"].values())
+    assert d["rank1"]["12"] <= d["rank1"]["10"]  # nested distractor sets
+    assert set(d["tar_at_far"]) == {"1e-06", "1e-05", "0.0001"}
+    assert len(d["cmc"]["12"]) == 10
+    for name in ("megaface.md", "megaface_cmc.png", "megaface_scores.png"):
+        assert (out / name).stat().st_size > 500, name
+    assert "rank-1" in capsys.readouterr().out
+
+
+def test_eval_megaface_from_feature_files_with_synthetic_distractors(tmp_path):
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(6, 16)).astype(np.float32)
+    feats[1] = feats[0] + 0.01  # identity a: two near-identical images
+    np.save(tmp_path / "probes.npy", feats)
+    (tmp_path / "probes.txt").write_text("\n".join(["a/1.jpg", "a/2.jpg", "b/1.jpg", "b/2.jpg", "c/1.jpg", "c/2.jpg"]))
+    out = tmp_path / "mf"
+    rc = eval_app.main(["megaface", "--probe-features", str(tmp_path / "probes.npy"), "--probe-list", str(tmp_path / "probes.txt"),
+                        "--synthetic-distractors", "5000", "--out", str(out)])
+    assert rc == 0
+    d = json.loads((out / "megaface.json").read_text())
+    assert d["synthetic_distractors"] is True and "SYNTHETIC" in d["WARNING"]
+    assert d["distractor_sizes"] == [10, 100, 1000, 5000]
+    assert "SYNTHETIC" in (out / "megaface.md").read_text()
+
+
+def test_dlib_peer_goes_through_the_embedder_protocol():
+    pytest.importorskip("dlib")
+    pytest.importorskip("face_recognition_models")
+    from faceverify.embedder import Embedder, load_embedder
+    from faceverify.image import load_image
+
+    emb = load_embedder("dlib", flip="sum")
+    assert isinstance(emb, Embedder) and emb.dim == 128
+    root = lfw_root() / "images"
+    imgs = [load_image(root / p) for p in ("Aaron_Peirsol/Aaron_Peirsol_0001.jpg", "Aaron_Peirsol/Aaron_Peirsol_0002.jpg",
+                                           "AJ_Cook/AJ_Cook_0001.jpg")]
+    batch = emb.embed(imgs)
+    assert batch.plain.shape == (3, 128) and batch.flipped.shape == (3, 128)
+    assert [f.source for f in batch.faces] == ["hog"] * 3
+    d = np.linalg.norm(batch.plain[:, None] - batch.plain[None], axis=2)
+    assert d[0, 1] < 0.6 < min(d[0, 2], d[1, 2])  # dlib's documented 0.6 Euclidean tolerance
