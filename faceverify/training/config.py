@@ -1,0 +1,126 @@
+"""Training recipes: YAML files merged over :data:`DEFAULTS`, with ``--set key=value`` overrides.
+
+Unknown keys are refused (a typo must not silently train the wrong thing).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import yaml
+
+from ..align import TEMPLATES
+from ..errors import ConfigError
+
+DEFAULTS: dict = {
+    "name": "run",
+    "seed": 0,
+    "data": {
+        "packed": None,  # an already prepared packed set (faceverify prep); skips on-the-fly prep
+        "sources": [],  # identity folders: names under the shared train root, or paths
+        "cache_dir": None,  # on-the-fly prep goes to CACHE/<sources>-<template>-pad<pad>; default $FACEVERIFY_CACHE or ~/.cache/faceverify
+        "template": "112x96",
+        "pad": 2,  # stored margin: (112+2pad)x(96+2pad) crops, random 112x96 windows
+        "min_score": 0.95,  # MTCNN score below which a training photo is dropped
+        "prep_workers": 1,
+        "workers": 2,  # DataLoader worker processes
+        "flip": True,
+        "random_crop": True,
+    },
+    "model": {"backbone": "sphereface20", "embedding_dim": 512, "kwargs": {}},
+    "head": {
+        "name": "asoftmax",
+        "kwargs": {"m": 4},
+        # A-Softmax / L-Softmax annealing (SphereFace Caffe defaults); null for other heads
+        "lambda": {"base": 1000.0, "gamma": 0.12, "power": 1.0, "lambda_min": 5.0},
+        "regularizer": 0.0,  # Kobayashi BMVC'19 lambda (0.3 in the paper); 0 = off
+    },
+    "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False, "grad_clip": 0.0},
+    "schedule": {"kind": "multistep", "milestones": [16000, 24000], "gamma": 0.1, "warmup_steps": 0, "warmup_start": 0.1,
+                 "power": 2.0, "min_lr": 0.0},
+    "train": {
+        "steps": 28000,
+        "batch_size": 512,  # TOTAL over all processes; each process takes batch_size / world_size
+        "amp": False,  # fp16 + GradScaler on CUDA, bf16 autocast on CPU
+        "device": "auto",
+        "threads": 0,  # torch CPU threads per process (0 = torch's default)
+        "log_every": 10,
+        "checkpoint_every": 1000,
+        "keep_every": 0,  # also keep checkpoints/step_XXXXXXX.pt every N steps (0 = only last.pt)
+        "tensorboard": True,
+    },
+    "val": {"every": 2000, "pairs": 400, "batch_size": 64},  # LFW View 1 pairsDevTest.txt; every 0 = off
+}
+
+# keys whose values are free-form dicts (not checked against DEFAULTS)
+FREE = {("model", "kwargs"), ("head", "kwargs"), ("head", "lambda")}
+
+
+def _merge(base: dict, new: dict, path: tuple = ()) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in new.items():
+        here = path + (key,)
+        if key not in base:
+            where = ".".join(path) or "the top level"
+            raise ConfigError(f"unknown recipe key {'.'.join(here)!r} (allowed under {where}: {sorted(base)}).")
+        if here in FREE or not isinstance(base[key], dict) or value is None:
+            out[key] = copy.deepcopy(value)
+        elif not isinstance(value, dict):
+            raise ConfigError(f"recipe key {'.'.join(here)!r} must be a mapping, got {value!r}.")
+        else:
+            out[key] = _merge(base[key], value, here)
+    return out
+
+
+def apply_override(cfg: dict, item: str) -> dict:
+    """``a.b.c=value`` (value parsed as YAML) -> a new config."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.steps=100.")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw)
+    nested: dict = {}
+    cursor = nested
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        cursor[part] = {}
+        cursor = cursor[part]
+    cursor[parts[-1]] = value
+    return _merge(cfg, nested)
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe {path} does not exist; see train/configs/ for examples.")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"recipe {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"recipe {path} must be a mapping of sections (data, model, head, optim, schedule, train, val).")
+    cfg = _merge(DEFAULTS, raw)
+    for item in overrides:
+        cfg = apply_override(cfg, item)
+    validate(cfg)
+    return cfg
+
+
+def template_size(template: str) -> tuple[int, int]:
+    try:
+        return TEMPLATES[template][1]
+    except KeyError:
+        raise ConfigError(f"unknown template {template!r}; choose one of {sorted(TEMPLATES)}.") from None
+
+
+def validate(cfg: dict) -> None:
+    data, train = cfg["data"], cfg["train"]
+    template_size(data["template"])
+    if not data["packed"] and not data["sources"]:
+        raise ConfigError("the recipe needs data.packed (a prepared set) or data.sources (identity folders to prepare).")
+    for key in ("steps", "batch_size", "log_every", "checkpoint_every"):
+        if int(train[key]) < 1:
+            raise ConfigError(f"train.{key} must be >= 1 (got {train[key]}).")
+    if int(data["pad"]) < 0:
+        raise ConfigError(f"data.pad must be >= 0 (got {data['pad']}).")

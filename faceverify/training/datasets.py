@@ -1,0 +1,54 @@
+"""The training set of a recipe: an existing packed set, or identity folders prepared on the fly
+(``faceverify.prep.prepare_dataset``, resumable) into a cache directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import DataNotFoundError
+from ..packed import PackedFaces
+from ..paths import train_root
+
+
+def cache_root(configured: str | None) -> Path:
+    if configured:
+        return Path(configured).expanduser()
+    env = os.environ.get("FACEVERIFY_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "faceverify"
+
+
+def source_paths(sources: list[str]) -> list[Path]:
+    """Names resolve under the shared train root (``pins`` -> DATA/train/pins); paths stay paths."""
+    out = []
+    for s in sources:
+        p = Path(s).expanduser()
+        if not p.is_absolute() and not p.exists():
+            p = train_root() / s
+        if not p.is_dir():
+            raise DataNotFoundError(f"training source {s!r} ({p}) is not a folder of <identity>/<image> files.")
+        out.append(p)
+    return out
+
+
+def packed_dir(dcfg: dict) -> Path:
+    if dcfg["packed"]:
+        return Path(dcfg["packed"]).expanduser()
+    names = "+".join(Path(s).name for s in dcfg["sources"])
+    return cache_root(dcfg["cache_dir"]) / "packed" / f"{names}-{dcfg['template']}-pad{dcfg['pad']}-s{dcfg['min_score']}"
+
+
+def open_training_set(dcfg: dict, progress: bool = True, prepare: bool = True) -> PackedFaces:
+    """Open the packed set, preparing it first (or finishing an interrupted preparation)."""
+    dst = packed_dir(dcfg)
+    if dcfg["packed"] or not prepare:
+        return PackedFaces(dst)
+    from ..prep import prepare_dataset
+
+    summary = prepare_dataset([str(p) for p in source_paths(dcfg["sources"])], dst, template=dcfg["template"],
+                              pad=int(dcfg["pad"]), workers=int(dcfg["prep_workers"]), min_score=float(dcfg["min_score"]),
+                              progress=progress)
+    if progress and summary.get("images_processed_this_run"):
+        print(f"prepared {dst}: {summary['images_kept']}/{summary['images_total']} images kept, "
+              f"{summary['identities']} identities", flush=True)
+    return PackedFaces(dst)

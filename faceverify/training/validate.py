@@ -1,0 +1,75 @@
+"""Quick periodic validation during training on LFW **View 1** ``pairsDevTest.txt`` (never on View 2,
+the test set). Crops come from the shared ``FaceAligner`` with SphereFace's precomputed landmarks
+(``lfw_landmark.txt``, 250x250 coordinates scaled by 0.6 for the shared 150x150 images), so no
+detector runs; the crops are made once and kept in memory.
+
+The reported accuracy uses the best threshold on these same pairs (``optimistic_accuracy``): a
+model-selection signal, not a test result. The LFW protocol is ``faceverify eval lfw``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..errors import DataNotFoundError
+from ..evaluation import metrics
+from ..evaluation.lfw import cosine_scores, read_pairs
+from ..image import load_image
+from ..landmarks import LFW_250_TO_150, read_landmark_file
+from ..paths import lfw_root
+from ..pipeline import FaceAligner
+from ..transforms import crops_to_tensor
+
+
+def subset_indices(same: np.ndarray, n_pairs: int) -> np.ndarray:
+    """``n_pairs`` pairs (0 = all), half same-person and half different, spread over the file."""
+    if n_pairs <= 0 or n_pairs >= same.size:
+        return np.arange(same.size)
+    picked = []
+    for flag in (True, False):
+        idx = np.flatnonzero(same == flag)
+        take = min(idx.size, n_pairs // 2)
+        picked.append(idx[np.linspace(0, idx.size - 1, take).round().astype(int)])
+    return np.sort(np.concatenate(picked))
+
+
+class LfwView1Validator:
+    def __init__(self, template: str = "112x96", n_pairs: int = 400, pairs_file: str = "pairsDevTest.txt",
+                 landmark_scale: float = LFW_250_TO_150, progress: bool = False):
+        if "pairs.txt" == pairs_file:
+            raise ValueError("pairs.txt is LFW View 2, the test set: validate on View 1 (pairsDevTest.txt).")
+        root = lfw_root()
+        pairs = read_pairs(root / pairs_file)
+        keep = subset_indices(pairs.same, n_pairs)
+        left = [pairs.left[i] for i in keep]
+        right = [pairs.right[i] for i in keep]
+        self.same = pairs.same[keep]
+        landmarks = read_landmark_file(root / "lfw_landmark.txt", scale=landmark_scale)
+        names = list(dict.fromkeys(left + right))
+        missing = [n for n in names if n not in landmarks or not (root / "images" / n).is_file()]
+        if missing:
+            raise DataNotFoundError(f"LFW View 1 validation: {len(missing)} images or landmarks missing, e.g. {missing[:3]}.")
+        aligner = FaceAligner(template=template)
+        crops = []
+        for name in tqdm(names, desc="val crops", disable=not progress, leave=False):
+            crops.append(aligner.align(load_image(root / "images" / name), landmarks[name]).crop)
+        position = {n: i for i, n in enumerate(names)}
+        self.left = np.array([position[n] for n in left])
+        self.right = np.array([position[n] for n in right])
+        self.inputs = crops_to_tensor(np.stack(crops))
+        self.n_pairs = len(keep)
+
+    @torch.no_grad()
+    def __call__(self, model: torch.nn.Module, device: torch.device | str = "cpu", batch_size: int = 64) -> dict:
+        was_training = model.training
+        model.eval()
+        try:
+            feats = torch.cat([model(self.inputs[i : i + batch_size].to(device)).float().cpu()
+                               for i in range(0, len(self.inputs), batch_size)]).numpy()
+        finally:
+            model.train(was_training)
+        scores = cosine_scores(feats[self.left], feats[self.right])
+        acc, thr = metrics.optimistic_accuracy(scores, self.same)
+        return {"pairs": self.n_pairs, "accuracy": acc, "threshold": thr, "auc": metrics.auc(metrics.roc(scores, self.same))}

@@ -1,0 +1,311 @@
+"""Train an identity model from a YAML recipe.
+
+    faceverify train --config train/configs/smoke.yaml --out runs/smoke [--resume] [--set key=value ...]
+    python -m train --config ... --out ...
+    torchrun --nproc_per_node=2 -m train --config ... --out ...     (DDP: gloo on CPU, NCCL on GPUs)
+
+Writes ``OUT/checkpoints/last.pt`` (+ ``step_XXXXXXX.pt`` if ``keep_every``), ``OUT/model.pt`` (the
+inference bundle, so ``OUT`` is a model directory), ``OUT/metrics.csv``, ``OUT/val.csv``,
+``OUT/tb/`` (TensorBoard), ``OUT/training_curve.png`` and ``OUT/config.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from faceverify.backbones import build_backbone
+from faceverify.checkpoint import inference_state, load_checkpoint, save_checkpoint
+from faceverify.errors import ConfigError, FaceverifyError
+from faceverify.losses import MarginLoss, build_head
+from faceverify.training import dist as fdist
+from faceverify.training.config import load_config, template_size
+from faceverify.training.data import AugmentedFaces, ResumableSampler
+from faceverify.training.datasets import open_training_set
+from faceverify.training.logger import MetricsLogger
+from faceverify.training.schedules import LambdaSchedule, WarmupLR
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="faceverify train", description="Train an identity model from a YAML recipe.")
+    parser.add_argument("--config", required=True, help="YAML recipe, e.g. train/configs/smoke.yaml")
+    parser.add_argument("--out", required=True, help="run directory (checkpoints, metrics, model.pt)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt at its step")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe value, e.g. --set train.steps=100 (value parsed as YAML); repeatable")
+    return parser.parse_args(argv)
+
+
+# ---- state helpers -----------------------------------------------------------------------------
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_optimizer(cfg: dict, params) -> torch.optim.Optimizer:
+    name = cfg["name"].lower()
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"],
+                               nesterov=cfg.get("nesterov", False))
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"], betas=tuple(cfg.get("betas", (0.9, 0.999))))
+    raise ConfigError(f"unknown optimizer {cfg['name']!r}; choose sgd or adamw.")
+
+
+class TrainNet(nn.Module):
+    """Backbone + head in one module, so DDP all-reduces both."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor):
+        return self.head(self.backbone(x), labels)
+
+
+# ---- the run -----------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except FaceverifyError as exc:
+        print(f"faceverify train: error: {exc.message}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    tcfg, dcfg = cfg["train"], cfg["data"]
+    info = fdist.init_distributed(tcfg["device"])
+    if info.device.type == "cpu" and tcfg.get("threads"):
+        torch.set_num_threads(int(tcfg["threads"]))
+    out = Path(args.out)
+    ckpt_dir = out / "checkpoints"
+    last = ckpt_dir / "last.pt"
+    if info.is_main:
+        if last.exists() and not args.resume:
+            raise ConfigError(f"{out} already holds a run ({last}); pass --resume to continue it or choose another --out.")
+        if args.resume and not last.exists():
+            raise ConfigError(f"--resume: {last} does not exist; start without --resume.")
+    fdist.barrier(info)
+
+    total_batch = int(tcfg["batch_size"])
+    if total_batch % info.world_size:
+        raise ConfigError(f"train.batch_size {total_batch} (total) is not divisible by {info.world_size} processes.")
+    batch = total_batch // info.world_size
+    seed = int(cfg["seed"])
+    seed_everything(seed)
+
+    # data: the main process prepares (or finds) the packed set, the others wait and open it
+    if info.is_main:
+        faces = open_training_set(dcfg, progress=True)
+    fdist.barrier(info)
+    if not info.is_main:
+        faces = open_training_set(dcfg, progress=False, prepare=False)
+    crop = template_size(dcfg["template"])
+    dataset = AugmentedFaces(faces, crop, flip=dcfg["flip"], random_crop=dcfg["random_crop"], seed=seed)
+    sampler = ResumableSampler(dataset, info.world_size, info.rank, seed=seed)
+    steps_per_epoch = len(sampler) // batch
+    if steps_per_epoch < 1:
+        raise ConfigError(f"{len(dataset)} images give no full batch of {batch} per process; lower train.batch_size.")
+
+    # model, head, loss, optimisation
+    mcfg, hcfg = cfg["model"], cfg["head"]
+    backbone_kwargs = {"embedding_dim": int(mcfg["embedding_dim"]), "input_size": list(crop), **(mcfg.get("kwargs") or {})}
+    backbone = build_backbone(mcfg["backbone"], **backbone_kwargs)
+    head = build_head(hcfg["name"], int(mcfg["embedding_dim"]), faces.num_classes, **(hcfg.get("kwargs") or {}))
+    net = TrainNet(backbone, head).to(info.device)
+    loss_fn = MarginLoss(reg_lambda=float(hcfg.get("regularizer") or 0.0))
+    lamb = LambdaSchedule(**hcfg["lambda"]) if head.lamb_supported and hcfg.get("lambda") else None
+    ocfg, scfg = cfg["optim"], cfg["schedule"]
+    optimizer = build_optimizer(ocfg, net.parameters())
+    steps = int(tcfg["steps"])
+    scheduler = WarmupLR(optimizer, scfg["kind"], steps, int(scfg["warmup_steps"]), float(scfg["warmup_start"]),
+                         scfg.get("milestones") or (), float(scfg["gamma"]), float(scfg["power"]), float(scfg["min_lr"]))
+    use_amp = bool(tcfg["amp"])
+    cuda = info.device.type == "cuda"
+    amp_dtype = torch.float16 if cuda else torch.bfloat16  # fp16 + GradScaler on CUDA, bf16 autocast on CPU
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and cuda)
+
+    step = 0
+    if args.resume:
+        state = load_checkpoint(last, map_location=info.device)
+        if state["backbone"]["name"] != mcfg["backbone"] or state["head"]["num_classes"] != faces.num_classes:
+            raise ConfigError(f"{last} was trained with backbone {state['backbone']['name']!r} / "
+                              f"{state['head']['num_classes']} classes; the recipe now says {mcfg['backbone']!r} / "
+                              f"{faces.num_classes}. Resume with the run's own config ({out / 'config.yaml'}).")
+        backbone.load_state_dict(state["model"])
+        head.load_state_dict(state["head"]["state"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        if lamb is not None and state.get("lambda_state"):
+            lamb.load_state_dict(state["lambda_state"])
+        step = int(state["step"])
+        rngs = state["rng"]
+        set_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0])
+        for stale in ckpt_dir.glob(".last.pt.tmp-*"):  # temp files of a writer killed mid-save
+            if info.is_main:
+                stale.unlink(missing_ok=True)
+    model = DistributedDataParallel(net, device_ids=[info.device.index] if cuda else None) if info.distributed else net
+
+    validator = None
+    vcfg = cfg["val"]
+    if info.is_main and int(vcfg["every"]) > 0:
+        from faceverify.training.validate import LfwView1Validator
+
+        validator = LfwView1Validator(dcfg["template"], int(vcfg["pairs"]))
+
+    epoch, position = divmod(step, steps_per_epoch)
+    sampler.set_position(epoch, position * batch)
+    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=int(dcfg["workers"]), drop_last=True,
+                        pin_memory=cuda, persistent_workers=False)
+
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        n_params = sum(p.numel() for p in backbone.parameters())
+        print(f"train: {len(dataset)} images, {faces.num_classes} identities; {mcfg['backbone']} ({n_params / 1e6:.2f}M params) "
+              f"+ {hcfg['name']} head; batch {total_batch} total = {info.world_size} process(es) x {batch}; "
+              f"{steps_per_epoch} steps/epoch; steps {step} -> {steps}; device {info.device}"
+              f"{f' ({info.backend})' if info.backend else ''}; amp {'on (' + str(amp_dtype).split('.')[-1] + ')' if use_amp else 'off'}",
+              flush=True)
+    logger = MetricsLogger(out, enabled=info.is_main, resume_step=step if args.resume else None,
+                           tensorboard=bool(tcfg.get("tensorboard", True)))
+
+    log_every, ckpt_every, val_every = int(tcfg["log_every"]), int(tcfg["checkpoint_every"]), int(vcfg["every"])
+    keep_every = int(tcfg.get("keep_every") or 0)
+    clip = float(ocfg.get("grad_clip") or 0.0)
+
+    def save(step_now: int) -> None:
+        rngs = fdist.all_gather_object(rng_state(), info)
+        if info.is_main:
+            state = inference_state(mcfg["backbone"], backbone_kwargs, dcfg["template"], fdist.unwrap(net).backbone)
+            state.update({
+                "head": {"name": hcfg["name"], "num_classes": faces.num_classes, "classes": list(faces.classes),
+                         "state": head.state_dict()},
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "lambda_state": lamb.state_dict() if lamb is not None else None, "step": step_now,
+                "epoch": step_now // steps_per_epoch, "rng": rngs, "config": copy.deepcopy(cfg),
+                "world_size": info.world_size,
+            })
+            save_checkpoint(last, state)
+            if keep_every and step_now % keep_every == 0:
+                save_checkpoint(ckpt_dir / f"step_{step_now:07d}.pt", state)
+        fdist.barrier(info)
+
+    bar = tqdm(total=steps, initial=step, desc="train", unit="step", disable=not info.is_main, dynamic_ncols=True)
+    window_loss = window_acc = 0.0
+    window_n = 0
+    window_start = time.perf_counter()
+    started = time.perf_counter()
+    start_step = step
+    first_loss = last_loss = None
+    model.train()
+    while step < steps:
+        for x, y in loader:
+            x = x.to(info.device, non_blocking=True)
+            y = y.to(info.device, non_blocking=True)
+            lamb_now = lamb.step() if lamb is not None else 0.0  # Caffe: iter += 1, then lambda(iter)
+            if lamb is not None:
+                head.lamb = lamb_now
+            lr_now = optimizer.param_groups[0]["lr"]
+            with torch.autocast(info.device.type, dtype=amp_dtype, enabled=use_amp):
+                output = model(x, y)
+            loss = loss_fn(output, y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            if not torch.isfinite(loss):
+                raise FaceverifyError(f"the loss became {loss.item()} at step {step}; lower the learning rate, enable "
+                                      "grad clipping, or (A-Softmax) anneal lambda more slowly (larger lambda_min).")
+            window_loss += loss.item()
+            window_acc += (output.cos_logits.argmax(1) == y).float().mean().item()  # accuracy with m = 1 logits
+            window_n += 1
+            if step % log_every == 0 or step == steps:
+                stats = fdist.all_reduce_mean(torch.tensor([window_loss / window_n, window_acc / window_n]), info).tolist()
+                elapsed = time.perf_counter() - window_start
+                img_s = window_n * total_batch / elapsed if elapsed > 0 else 0.0
+                logger.log_train(step, stats[0], stats[1], lr_now, lamb_now, img_s)
+                bar.set_postfix(loss=f"{stats[0]:.3f}", acc=f"{stats[1]:.3f}", lam=f"{lamb_now:.3g}", lr=f"{lr_now:.3g}",
+                                img_s=f"{img_s:.0f}")
+                first_loss = stats[0] if first_loss is None else first_loss
+                last_loss = stats[0]
+                window_loss = window_acc = 0.0
+                window_n = 0
+                window_start = time.perf_counter()
+            bar.update(1)
+            if val_every and step % val_every == 0:
+                if validator is not None:
+                    result = validator(fdist.unwrap(net).backbone, info.device, int(vcfg["batch_size"]))
+                    logger.log_val(step, result)
+                    tqdm.write(f"step {step}: LFW View 1 ({result['pairs']} DevTest pairs) accuracy "
+                               f"{result['accuracy']:.4f} (best threshold on these pairs), AUC {result['auc']:.4f}")
+                fdist.barrier(info)
+            if step % ckpt_every == 0 or step == steps:
+                save(step)
+            if step >= steps:
+                break
+        epoch += 1
+        sampler.set_epoch(epoch)
+    bar.close()
+
+    if info.is_main:
+        final = inference_state(mcfg["backbone"], backbone_kwargs, dcfg["template"], fdist.unwrap(net).backbone,
+                                step=step, config=copy.deepcopy(cfg))
+        save_checkpoint(out / "model.pt", final)
+        curve = logger.close()
+        elapsed = time.perf_counter() - started
+        summary = {"steps": step, "resumed_from": start_step if args.resume else None, "first_logged_loss": first_loss,
+                   "last_logged_loss": last_loss, "seconds": round(elapsed, 1),
+                   "images_per_s": round((step - start_step) * total_batch / elapsed, 1) if elapsed > 0 else None,
+                   "checkpoint": str(last), "model": str(out / "model.pt"), "curve": str(curve) if curve else None}
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        print(json.dumps(summary), flush=True)
+    fdist.barrier(info)
+    fdist.cleanup(info)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
