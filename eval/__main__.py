@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="PCA fitted on the 9 training folds: N >= 1 keeps N dims, 0 < N < 1 keeps that variance fraction")
     lfw.add_argument("--no-center", action="store_true",
                      help="do not centre features on the training folds' mean (SphereFace centres; plain scripts do not)")
+    lfw.add_argument("--metric", default="cosine", choices=["cosine", "euclidean"],
+                     help="10-fold pair score: cosine (SphereFace) or minus the Euclidean distance of raw features "
+                          "(how dlib descriptors are compared; centring does not change it)")
     lfw.add_argument("--no-calibration", action="store_true", help="do not write calibration.json beside the model")
 
     mf = sub.add_parser("megaface", help="MegaFace-style identification (rank-1, CMC) and TAR@FAR with distractors")
@@ -205,7 +208,8 @@ def run_lfw(args, command: str) -> dict:
     feats, info = features_for(args, spec, root, images, landmarks, alignment)
     left = feats.vectors(pairs.left, args.flip)
     right = feats.vectors(pairs.right, args.flip)
-    protocol = lfw.ten_fold(left, right, pairs.same, pairs.folds, center=not args.no_center, pca=args.pca)
+    protocol = lfw.ten_fold(left, right, pairs.same, pairs.folds, center=not args.no_center, pca=args.pca,
+                            metric=args.metric)
     plain = lfw.cosine_scores(left, right)
     no_face_imgs = {p for p, s in zip(feats.paths, feats.sources) if s == "center_crop"}
     rep = lfw.LfwReport(protocol=protocol, plain_scores=plain, same=pairs.same, flip=args.flip,
@@ -240,7 +244,7 @@ def print_lfw(d: dict) -> None:
     from faceverify.evaluation.report import pct
 
     print(f"LFW {d['pairs']} pairs, {d['images']} images, no face: {d['no_face']} (pairs touched: {d['no_face_pairs']}), "
-          f"flip {d['flip']}, centre {d['center']}, PCA {d['pca']}")
+          f"flip {d['flip']}, centre {d['center']}, PCA {d['pca']}, metric {d['metric']}")
     print(f"{'fold':>6} {'accuracy':>9} {'threshold':>10}")
     for i, (a, t) in enumerate(zip(d["folds"], d["fold_thresholds"]), 1):
         print(f"{i:>6} {pct(a):>9} {t:>10.4f}")

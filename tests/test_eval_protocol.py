@@ -240,3 +240,18 @@ def test_synthetic_unit_vectors_are_unit_and_seeded():
     assert a.shape == (1000, 16) and a.dtype == np.float32
     assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
     assert np.array_equal(a, megaface.synthetic_unit_vectors(1000, 16, seed=5, chunk=300))
+
+
+def test_euclidean_metric_ignores_centring_and_norms():
+    # pair scores are -|l - r| of raw features: centring cannot change them, and unlike cosine they
+    # see a change of length: (1, 0) vs (3, 0) are far apart although their cosine is 1
+    left = np.array([[1, 0], [0, 1], [1, 0], [0, 2]] * 2, float)
+    right = np.array([[1.1, 0], [0, 1.2], [3, 0], [0, 4.5]] * 2, float)
+    same = np.array([True, True, False, False] * 2)
+    folds = np.repeat([0, 1], 4)
+    a = lfw.ten_fold(left, right, same, folds, metric="euclidean")
+    b = lfw.ten_fold(left, right, same, folds, metric="euclidean", center=False)
+    assert np.allclose(a.scores, b.scores)
+    assert np.allclose(a.scores[:4], [-0.1, -0.2, -2.0, -2.5])
+    assert a.mean == 1.0  # threshold between -0.2 and -2.0
+    assert lfw.ten_fold(left, right, same, folds, center=False).mean == 0.5  # plain cosine: every pair scores 1

@@ -151,6 +151,7 @@ class TenFoldResult:
     scores: np.ndarray  # each pair scored with its own test fold's centring / PCA
     center: bool
     pca: float | None
+    metric: str = "cosine"
 
     @property
     def accuracies(self) -> np.ndarray:
@@ -174,14 +175,22 @@ def ten_fold(
     folds: np.ndarray,
     center: bool = True,
     pca: float | None = None,
-    thresholds: np.ndarray = metrics.SPHEREFACE_THRESHOLDS,
+    thresholds: np.ndarray | None = None,
+    metric: str = "cosine",
 ) -> TenFoldResult:
     """SphereFace's k-fold protocol on per-pair features ``left``/``right`` ((n, D) each).
 
     For each test fold: mu = mean of the other folds' left and right features (evaluation.m); if
     ``pca``, a PCA fitted on the other folds' (centred) features projects everything; then
     L2-normalise, cosine, threshold from the other folds, accuracy on the test fold.
+
+    ``metric="euclidean"`` (for peers whose features are compared by distance, like dlib's) scores
+    a pair by minus the Euclidean distance of the raw (centred / projected, not normalised) features
+    and sweeps thresholds in steps of 1e-4 over the training scores' range; centring does not change
+    a distance, so it then matches a plain "distance + threshold from the other folds" script.
     """
+    if metric not in ("cosine", "euclidean"):
+        raise ConfigError(f"unknown metric {metric!r}; choose 'cosine' or 'euclidean'")
     left = np.asarray(left, dtype=np.float64)
     right = np.asarray(right, dtype=np.float64)
     same = np.asarray(same, dtype=bool)
@@ -204,12 +213,18 @@ def ten_fold(
             proj = fit_pca(train_feats - mu, pca)  # fitted on the training folds only
             l, r = proj(l), proj(r)
             pca_dim = int(proj.components.shape[0])
-        scores = cosine_scores(l, r)
-        thr = metrics.best_threshold(scores[train], same[train], thresholds)
+        if metric == "cosine":
+            scores = cosine_scores(l, r)
+            sweep = metrics.SPHEREFACE_THRESHOLDS if thresholds is None else thresholds
+        else:
+            scores = -np.linalg.norm(l - r, axis=1)  # higher = more similar
+            lo, hi = np.floor(scores[train].min() * 1e4), np.ceil(scores[train].max() * 1e4)
+            sweep = np.arange(lo - 1, hi + 2) / 1e4 if thresholds is None else thresholds
+        thr = metrics.best_threshold(scores[train], same[train], sweep)
         acc = metrics.accuracy(scores[test], same[test], thr)
         pair_scores[test] = scores[test]
         results.append(FoldResult(fold=int(k) + 1, accuracy=acc, threshold=thr, pca_dim=pca_dim))
-    return TenFoldResult(folds=results, scores=pair_scores, center=center, pca=pca)
+    return TenFoldResult(folds=results, scores=pair_scores, center=center, pca=pca, metric=metric)
 
 
 @dataclass
@@ -263,6 +278,7 @@ class LfwReport:
             "alignment": self.alignment,
             "flip": self.flip,
             "center": self.protocol.center,
+            "metric": self.protocol.metric,
             "pca": self.protocol.pca,
             "accuracy_mean": self.protocol.mean,
             "accuracy_std": self.protocol.std,

@@ -133,7 +133,7 @@ def lfw_markdown(d: dict, command: str) -> str:
         f"Command: `{command}`",
         "",
         f"Model: `{d.get('model')}`; alignment: {d['alignment']}; flip: {d['flip']}; "
-        f"centring: {d['center']}; PCA: {d['pca']}",
+        f"centring: {d['center']}; PCA: {d['pca']}; 10-fold score: {d.get('metric', 'cosine')}",
         f"Pairs: {d['pairs']} ({d['pairs_same']} same) from `{d.get('pairs_file')}`; images: {d['images']}; "
         f"no face found (evaluated through the centre-crop fallback): {d['no_face']} images in {d['no_face_pairs']} pairs.",
         "",
