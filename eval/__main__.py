@@ -222,6 +222,7 @@ def run_lfw(args, command: str) -> dict:
              alignment_sources=feats.source_counts(), no_face_images=sorted(no_face_imgs),
              embedder=info["embedder"], feature_seconds=info["seconds"], cache_file=info["cache_file"],
              command=command)
+    d["misclassified_pairs"] = misclassified(pairs, protocol, no_face_imgs)
     calibration = rep.calibration()
     d["calibration"] = calibration
     if spec != "dlib" and not args.no_calibration:
@@ -238,6 +239,21 @@ def run_lfw(args, command: str) -> dict:
                           {"best acc": calibration["thresholds"]["best_accuracy"],
                            "FAR 1e-3": calibration["thresholds"]["far_1e-3"]})
     return d
+
+
+def misclassified(pairs, protocol, no_face_imgs: set, limit: int = 1000) -> dict:
+    """The pairs the 10-fold protocol got wrong (score vs its fold's threshold; strict, as
+    ``metrics.accuracy``), with whether a no-face (centre-crop) image is involved."""
+    thr = np.array([f.threshold for f in protocol.folds])[pairs.folds]
+    wrong = np.flatnonzero(np.where(pairs.same, protocol.scores <= thr, protocol.scores >= thr))
+    rows = [{"pair": int(i) + 1, "fold": int(pairs.folds[i]) + 1, "same": bool(pairs.same[i]),
+             "left": pairs.left[i], "right": pairs.right[i], "score": float(protocol.scores[i]),
+             "threshold": float(thr[i]), "no_face": pairs.left[i] in no_face_imgs or pairs.right[i] in no_face_imgs}
+            for i in wrong[:limit]]
+    return {"count": int(wrong.size), "false_rejects": int(pairs.same[wrong].sum()),
+            "false_accepts": int((~pairs.same[wrong]).sum()),
+            "with_no_face_image": int(sum(pairs.left[i] in no_face_imgs or pairs.right[i] in no_face_imgs for i in wrong)),
+            "pairs": rows, "truncated": bool(wrong.size > limit)}
 
 
 def print_lfw(d: dict) -> None:

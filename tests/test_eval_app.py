@@ -184,3 +184,18 @@ def test_dlib_peer_goes_through_the_embedder_protocol():
     assert [f.source for f in batch.faces] == ["hog"] * 3
     d = np.linalg.norm(batch.plain[:, None] - batch.plain[None], axis=2)
     assert d[0, 1] < 0.6 < min(d[0, 2], d[1, 2])  # dlib's documented 0.6 Euclidean tolerance
+
+
+def test_misclassified_pairs_match_the_fold_accuracies(tmp_path):
+    from faceverify.evaluation import lfw
+
+    f = tmp_path / "p.txt"
+    f.write_text("2\t2\n" + "\n".join(["A\t1\t2", "B\t1\t2", "A\t1\tB\t1", "C\t1\tD\t1"] * 2) + "\n")
+    pairs = lfw.read_pairs(f)
+    left = np.array([[1, 0], [1, 0], [1, 0], [1, 0]] * 2, float)
+    right = np.array([[1, 0.1], [-1, 0.2], [0, 1], [1, 0.05]] * 2, float)  # pair 2 (same) and 4 (diff) hard
+    proto = lfw.ten_fold(left, right, pairs.same, pairs.folds, center=False)
+    m = eval_app.misclassified(pairs, proto, {"D/D_0001.jpg"})
+    assert m["count"] == round((1 - proto.mean) * len(pairs))
+    assert m["count"] == m["false_rejects"] + m["false_accepts"] and m["count"] > 0
+    assert m["with_no_face_image"] == sum(p["no_face"] for p in m["pairs"])
