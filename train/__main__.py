@@ -154,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
     ocfg, scfg = cfg["optim"], cfg["schedule"]
     optimizer = build_optimizer(ocfg, net.parameters())
     steps = int(tcfg["steps"])
-    scheduler = WarmupLR(optimizer, scfg["kind"], steps, int(scfg["warmup_steps"]), float(scfg["warmup_start"]),
+    warmup = min(int(scfg["warmup_steps"]), steps)  # a run shortened with --set train.steps=N keeps a valid warm-up
+    scheduler = WarmupLR(optimizer, scfg["kind"], steps, warmup, float(scfg["warmup_start"]),
                          scfg.get("milestones") or (), float(scfg["gamma"]), float(scfg["power"]), float(scfg["min_lr"]))
     use_amp = bool(tcfg["amp"])
     cuda = info.device.type == "cuda"
