@@ -1,0 +1,51 @@
+"""Liveness/readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from ..auth import ReadAuth
+from ..metrics import CONTENT_TYPE_LATEST
+from ..schemas import ErrorResponse, HealthResponse
+from ..state import Service
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse, "description": "not ready"}})
+def health(request: Request):
+    """Liveness (the process answers) and readiness (model loaded, gallery open, inference worker
+    running): 200 when ready, 503 otherwise. Reports the gallery's index type per collection."""
+    service: Service = request.app.state.service
+    problems = service.readiness()
+    body = HealthResponse(status="unavailable" if problems else "ok", ready=not problems, problems=problems)
+    if service.verifier is not None:
+        v = service.verifier
+        body.model = {
+            "name": v.name,
+            "dim": v.dim,
+            "flip": v.flip,
+            "fingerprint": v.fingerprint,
+            "calibrated": bool(v.calibration.thresholds),
+            "calibration_file": str(v.calibration.path) if v.calibration.path else None,
+            "thresholds": v.calibration.thresholds,
+        }
+    if service.gallery is not None and not problems:
+        body.gallery = service.gallery.describe()
+    if service.queue is not None:
+        body.queue = {"pending": service.queue.pending, "max_queue": service.queue.max_queue, "max_batch": service.queue.max_batch}
+    return JSONResponse(body.model_dump(), status_code=503 if problems else 200)
+
+
+@router.get("/metrics", response_class=Response, dependencies=[ReadAuth],
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"},
+                       401: {"model": ErrorResponse, "description": "unauthorized (auth scope 'all')"}})
+def metrics(request: Request) -> Response:
+    """Prometheus metrics: request counts/latencies by route and status, inference time and batch
+    sizes, queue depth, gallery size."""
+    service: Service = request.app.state.service
+    if service.gallery is not None and service.ready():
+        service.metrics.gallery_faces.set(service.gallery.size)
+        service.metrics.gallery_collections.set(len(service.gallery.describe()["collections"]))
+    return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,357 @@
+"""Verification: two photos -> faces -> embeddings -> cosine similarity -> verdict against the
+model's calibrated threshold. One ``Verifier`` serves the REST service and the CLI::
+
+    faceverify verify a.jpg b.jpg [--model PATH] [--operating-point far_1e-3] [--threshold T]
+
+prints one JSON object (``similarity``, ``threshold``, ``same_person``, where the threshold came
+from, the faces used and timings). Exit status 0 when the comparison was made, 1 when an input
+was refused (the JSON then holds ``error`` with a stable ``code``), 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import io
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .detect import SELECTION_POLICIES, Face, FaceDetector, select_face
+from .embedder import Embedder, load_embedder
+from .errors import CheckpointError, ConfigError, FaceverifyError
+from .image import DEFAULT_MAX_PIXELS, load_image
+from .paths import REPO_ROOT
+from .pipeline import AlignedFace
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_FILE = "calibration.json"
+OPERATING_POINTS = ("far_1e-3", "far_1e-4", "best_accuracy")
+DEFAULT_OPERATING_POINT = "far_1e-3"
+# Used only when a model has no calibration.json: a cosine threshold with no statistical meaning,
+# reported as source "uncalibrated_default" so nobody mistakes it for a calibrated one.
+UNCALIBRATED_THRESHOLD = 0.5
+DEFAULT_POLICY = "largest_central"
+# MTCNN runs on a copy whose longest side is at most this; boxes and landmarks are scaled back and
+# the face is aligned from the full-resolution image (a 6000 px photo costs ~ a 1280 px one).
+DETECT_MAX_SIDE = 1280
+
+
+# ---------------------------------------------------------------------------------------------
+# model files and calibration
+
+
+def default_model_path() -> Path:
+    return REPO_ROOT / "models" / "default"
+
+
+def resolve_model(model: str | Path | None) -> Path:
+    """The model to load: ``model`` if given, else the shipped ``models/default``."""
+    if model is None:
+        path = default_model_path()
+        if not path.exists():
+            raise ConfigError(
+                f"no --model given and the default model {path} does not exist yet; pass --model PATH "
+                "(a checkpoint .pt, a model directory with model.pt, or an .onnx file)."
+            )
+        return path
+    path = Path(model)
+    if not path.exists():
+        raise CheckpointError(f"model {path} does not exist; pass a checkpoint (.pt), a model directory or an .onnx file.")
+    return path
+
+
+def model_file(model: Path) -> Path:
+    """The weights file of a model path (a directory holds ``model.pt``)."""
+    if model.is_dir():
+        for name in ("model.pt", "model.onnx"):
+            if (model / name).is_file():
+                return model / name
+        raise CheckpointError(f"model directory {model} holds no model.pt (or model.onnx).")
+    return model
+
+
+def model_fingerprint(model: Path, flip: str = "none") -> str:
+    """sha256 of the weights file (+ flip mode): galleries refuse embeddings of another model."""
+    h = hashlib.sha256()
+    with model_file(model).open("rb") as fp:
+        for chunk in iter(lambda: fp.read(1 << 20), b""):
+            h.update(chunk)
+    return f"{h.hexdigest()[:16]}:flip={flip}"
+
+
+@dataclass
+class Calibration:
+    """Thresholds on the cosine similarity (``calibration.json`` beside the model file,
+    written by ``faceverify eval lfw``). Accept when similarity > threshold."""
+
+    thresholds: dict[str, float] = field(default_factory=dict)
+    metric: str = "cosine"
+    flip: str | None = None
+    path: Path | None = None
+
+    @classmethod
+    def for_model(cls, model: Path) -> "Calibration":
+        path = model_file(model).parent / CALIBRATION_FILE
+        if not path.is_file():
+            log.warning("model %s has no %s: verdicts use the uncalibrated default threshold %.2f",
+                        model, CALIBRATION_FILE, UNCALIBRATED_THRESHOLD)
+            return cls()
+        try:
+            data = json.loads(path.read_text())
+            thresholds = {str(k): float(v) for k, v in data["thresholds"].items() if v is not None}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"{path}: not a valid calibration file ({exc}); expected "
+                              '{"metric": "cosine", "thresholds": {"far_1e-3": t, ...}}.') from exc
+        if data.get("metric", "cosine") != "cosine":
+            raise ConfigError(f"{path}: metric {data.get('metric')!r} is not supported (the service compares cosine similarities).")
+        if not all(np.isfinite(v) for v in thresholds.values()):
+            raise ConfigError(f"{path}: thresholds must be finite numbers.")
+        return cls(thresholds, "cosine", data.get("flip"), path)
+
+
+@dataclass
+class ThresholdChoice:
+    value: float
+    source: str  # "calibration" | "request" | "uncalibrated_default"
+    operating_point: str | None = None
+    file: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "operating_point": self.operating_point, "file": self.file}
+
+
+class UnknownOperatingPointError(FaceverifyError):
+    code = "unknown_operating_point"
+
+
+# ---------------------------------------------------------------------------------------------
+# faces and verdicts
+
+
+@dataclass
+class FaceResult:
+    """One image's chosen face: its normalised embedding and how it was found and aligned."""
+
+    vector: np.ndarray  # (dim,) float32, L2-normalised
+    aligned: AlignedFace
+
+    def to_dict(self, include_crop: bool = False) -> dict:
+        out = {k: _round(v) for k, v in self.aligned.to_dict().items()}
+        if include_crop:
+            out["crop_png"] = crop_to_png_base64(self.aligned.crop)
+        return out
+
+
+def _round(value):
+    """float32 lists -> float64 rounded to 0.01 px (no float32 noise like 49.08000183105469)."""
+    if isinstance(value, list):
+        return np.round(np.asarray(value, dtype=np.float64), 2).tolist()
+    if isinstance(value, float):
+        return round(value, 5)
+    return value
+
+
+def crop_to_png_base64(crop: np.ndarray) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(crop)).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """cos(a, b) of L2-normalised vectors, clipped to [-1, 1]."""
+    return float(np.clip(np.dot(a, b), -1.0, 1.0))
+
+
+def _normalize(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float32)
+    return v / max(float(np.linalg.norm(v)), 1e-12)
+
+
+class Verifier:
+    """Detect -> choose a face (policy) -> align -> embed -> compare -> verdict.
+
+    Thread-safety: call ``embed_faces`` from one thread at a time (the service funnels all
+    inference through one micro-batching worker); ``decide``/``compare`` are pure.
+    """
+
+    def __init__(self, embedder: Embedder, calibration: Calibration | None = None, detector: FaceDetector | None = None,
+                 model_path: Path | None = None, detect_max_side: int = DETECT_MAX_SIDE):
+        self.embedder = embedder
+        self.calibration = calibration or Calibration()
+        aligner = getattr(embedder, "aligner", None)
+        self.detector = detector or (aligner.detector if aligner is not None else FaceDetector())
+        self.model_path = model_path
+        self.detect_max_side = detect_max_side
+        self.flip = getattr(embedder, "flip", "none")
+        self.fingerprint = model_fingerprint(model_path, self.flip) if model_path is not None else embedder.name
+
+    @classmethod
+    def from_model(cls, model: str | Path | None = None, flip: str | None = None, device: str = "cpu") -> "Verifier":
+        """Load a model once (``models/default`` when ``model`` is None) with its calibration;
+        the flip mode defaults to the one the calibration was measured with."""
+        path = resolve_model(model)
+        calibration = Calibration.for_model(path)
+        flip = flip or calibration.flip or "none"
+        kwargs = {"flip": flip}
+        if path.suffix != ".onnx" and model_file(path).suffix != ".onnx":
+            kwargs["device"] = device
+        embedder = load_embedder(model_file(path), **kwargs)
+        return cls(embedder, calibration, model_path=path)
+
+    @property
+    def name(self) -> str:
+        return self.embedder.name
+
+    @property
+    def dim(self) -> int:
+        return int(self.embedder.dim)
+
+    # -- thresholds -----------------------------------------------------------------------
+
+    def threshold(self, override: float | None = None, operating_point: str | None = None) -> ThresholdChoice:
+        if override is not None:
+            return ThresholdChoice(float(override), "request")
+        point = operating_point or DEFAULT_OPERATING_POINT
+        if point not in OPERATING_POINTS and point not in self.calibration.thresholds:
+            raise UnknownOperatingPointError(f"unknown operating point {point!r}; choose one of {list(OPERATING_POINTS)}.")
+        if point in self.calibration.thresholds:
+            file = str(self.calibration.path) if self.calibration.path else None
+            return ThresholdChoice(self.calibration.thresholds[point], "calibration", point, file)
+        return ThresholdChoice(UNCALIBRATED_THRESHOLD, "uncalibrated_default", point, None)
+
+    # -- faces ----------------------------------------------------------------------------
+
+    def _detect(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        """MTCNN on (downscaled if huge) copies; boxes/landmarks in full-resolution coordinates."""
+        import cv2
+
+        small, scales = [], []
+        for img in images:
+            side = max(img.shape[:2])
+            s = min(1.0, self.detect_max_side / side)
+            scales.append(s)
+            if s < 1.0:
+                size = (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s)))
+                small.append(cv2.resize(img, size, interpolation=cv2.INTER_AREA))
+            else:
+                small.append(img)
+        found = self.detector.detect_batch(small)
+        return [
+            faces if s == 1.0 else [Face(f.box / np.float32(s), f.score, f.landmarks / np.float32(s)) for f in faces]
+            for faces, s in zip(found, scales)
+        ]
+
+    def embed_faces(self, images: Sequence[np.ndarray], policies: Sequence[str] | str = DEFAULT_POLICY) -> list[FaceResult | FaceverifyError]:
+        """For each image, its chosen face's embedding, or the typed error (no_face, multiple_faces)
+        that refused it. All accepted faces go through the network as one batch."""
+        if isinstance(policies, str):
+            policies = [policies] * len(images)
+        for p in policies:
+            if p not in SELECTION_POLICIES:
+                raise ValueError(f"unknown face selection policy {p!r}; choose one of {SELECTION_POLICIES}")
+        results: list[FaceResult | FaceverifyError | None] = [None] * len(images)
+        chosen: list[tuple[int, Face, int]] = []
+        for i, (img, faces, policy) in enumerate(zip(images, self._detect(images), policies)):
+            try:
+                chosen.append((i, select_face(faces, img.shape, policy), len(faces)))
+            except FaceverifyError as exc:
+                results[i] = exc
+        if chosen:
+            batch = self.embedder.embed([images[i] for i, _, _ in chosen], landmarks=[f.landmarks for _, f, _ in chosen])
+            vectors = batch.vectors
+            for row, (i, face, n) in enumerate(chosen):
+                crop = batch.faces[row].crop
+                aligned = AlignedFace(crop, "mtcnn", face.landmarks, face, n, policies[i])
+                results[i] = FaceResult(_normalize(vectors[row]), aligned)
+        return results  # type: ignore[return-value]
+
+    def embed_one(self, image: np.ndarray, policy: str = DEFAULT_POLICY) -> FaceResult:
+        result = self.embed_faces([image], [policy])[0]
+        if isinstance(result, FaceverifyError):
+            raise result
+        return result
+
+    # -- verdicts -------------------------------------------------------------------------
+
+    def compare(self, a: FaceResult, b: FaceResult, threshold: float | None = None, operating_point: str | None = None) -> dict:
+        choice = self.threshold(threshold, operating_point)
+        similarity = cosine(a.vector, b.vector)
+        return {
+            "similarity": similarity,
+            "threshold": choice.value,
+            "same_person": bool(similarity > choice.value),
+            "threshold_source": choice.to_dict(),
+        }
+
+    def verify(self, image1, image2, threshold: float | None = None, operating_point: str | None = None,
+               policy: str = DEFAULT_POLICY, max_pixels: int = DEFAULT_MAX_PIXELS, include_crops: bool = False) -> dict:
+        """Verify two images (paths, bytes or RGB arrays); raises the first input's typed error."""
+        t0 = time.perf_counter()
+        self.threshold(threshold, operating_point)  # fail fast on a bad operating point
+        imgs = [im if isinstance(im, np.ndarray) else load_image(im, max_pixels) for im in (image1, image2)]
+        t1 = time.perf_counter()
+        results = self.embed_faces(imgs, [policy, policy])
+        t2 = time.perf_counter()
+        for which, r in enumerate(results, 1):
+            if isinstance(r, FaceverifyError):
+                r.details.setdefault("image", f"image{which}")
+                raise r
+        out = self.compare(results[0], results[1], threshold, operating_point)
+        out["faces"] = [r.to_dict(include_crops) for r in results]
+        out["model"] = self.name
+        out["timings_ms"] = {"decode": 1e3 * (t1 - t0), "inference": 1e3 * (t2 - t1), "total": 1e3 * (time.perf_counter() - t0)}
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="faceverify verify", description="Verify whether two photos show the same person; prints one JSON object.")
+    p.add_argument("image1")
+    p.add_argument("image2")
+    p.add_argument("--model", default=None, help="checkpoint (.pt), model directory or .onnx (default: models/default)")
+    p.add_argument("--operating-point", default=DEFAULT_OPERATING_POINT, choices=OPERATING_POINTS,
+                   help="which calibrated threshold to use (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=None, help="override the threshold (cosine similarity)")
+    p.add_argument("--policy", default=DEFAULT_POLICY, choices=SELECTION_POLICIES, help="which face when there are several (default: %(default)s)")
+    p.add_argument("--flip", default=None, choices=("none", "sum", "concat"), help="flip test-time augmentation (default: the calibration's)")
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.threshold is not None and not np.isfinite(args.threshold):
+        print(json.dumps({"error": {"code": "validation_error", "message": "--threshold must be a finite number"}}))
+        return 2
+    try:
+        verifier = Verifier.from_model(args.model, flip=args.flip, device=args.device)
+        result = verifier.verify(args.image1, args.image2, args.threshold, args.operating_point, args.policy)
+    except FaceverifyError as exc:
+        print(json.dumps({"error": {"code": exc.code, "message": exc.message, "details": _jsonable(exc.details)}}))
+        return 1
+    result["image1"], result["image2"] = args.image1, args.image2
+    print(json.dumps(result))
+    return 0
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""A real ``faceverify serve`` in a subprocess on 127.0.0.1, waited on through GET /health."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from faceverify.paths import REPO_ROOT
+
+API_KEY = "test-key-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    def __init__(self, model: Path, gallery: Path, *args: str, api_key: str | None = API_KEY, env: dict | None = None):
+        self.model, self.gallery, self.args = Path(model), Path(gallery), list(args)
+        self.api_key = api_key
+        self.env = env or {}
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.gallery.parent / f"server-{self.gallery.name}-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def auth(self) -> dict:
+        return {"X-API-Key": self.api_key} if self.api_key else {}
+
+    def start(self, timeout: float = 180.0) -> "LiveServer":
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        env.pop("FACEVERIFY_API_KEY", None)
+        if self.api_key:
+            env["FACEVERIFY_API_KEY"] = self.api_key
+        cmd = [sys.executable, "-m", "faceverify", "serve", "--model", str(self.model), "--gallery", str(self.gallery),
+               "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning", *self.args]
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=2.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"the server did not become ready in {timeout:.0f}s:\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self) -> None:
+        if self.alive():
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+        self._log.close()
+
+    def stop(self) -> int | None:
+        """SIGTERM (graceful: the gallery writes its index snapshot), SIGKILL after 30 s."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> "LiveServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
