@@ -111,8 +111,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     tcfg, dcfg = cfg["train"], cfg["data"]
     info = fdist.init_distributed(tcfg["device"])
-    if info.device.type == "cpu" and tcfg.get("threads"):
-        torch.set_num_threads(int(tcfg["threads"]))
+    if info.device.type == "cpu" and tcfg.get("threads"):  # CPU threads of the node, shared by its processes
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        torch.set_num_threads(max(1, int(tcfg["threads"]) // local))
     out = Path(args.out)
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.pt"

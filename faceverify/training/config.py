@@ -45,7 +45,7 @@ DEFAULTS: dict = {
         "batch_size": 512,  # TOTAL over all processes; each process takes batch_size / world_size
         "amp": False,  # fp16 + GradScaler on CUDA, bf16 autocast on CPU
         "device": "auto",
-        "threads": 0,  # torch CPU threads per process (0 = torch's default)
+        "threads": 0,  # CPU threads of the node, split among its processes (0 = torch's default)
         "log_every": 10,
         "checkpoint_every": 1000,
         "keep_every": 0,  # also keep checkpoints/step_XXXXXXX.pt every N steps (0 = only last.pt)
