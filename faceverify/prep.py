@@ -90,7 +90,8 @@ def _process_chunk(args: tuple[int, list[tuple[str, str, str]], str]) -> tuple[i
     index, chunk, dst = args
     options: PrepOptions = _worker["options"]
     aligner: FaceAligner = _worker["aligner"]
-    crops, identities, paths, failures, nme, sources = [], [], [], [], [], {"mtcnn": 0, "landmarks": 0}
+    crops, identities, paths, failures, nme, offsets = [], [], [], [], [], []
+    sources = {"mtcnn": 0, "landmarks": 0}
     for abs_path, rel, identity in chunk:
         try:
             image = load_image(abs_path)
@@ -110,6 +111,8 @@ def _process_chunk(args: tuple[int, list[tuple[str, str, str]], str]) -> tuple[i
                 reference = options.compare_landmarks.get(rel)
                 if reference is not None:
                     nme.append(normalised_mean_error(face.landmarks, reference))
+                    offsets.append({"delta": (face.landmarks - reference).round(3).tolist(),
+                                    "inter_ocular": round(float(np.linalg.norm(reference[0] - reference[1])), 3)})
         except FaceverifyError as exc:
             failures.append([rel, exc.code, exc.message])
             continue
@@ -119,7 +122,8 @@ def _process_chunk(args: tuple[int, list[tuple[str, str, str]], str]) -> tuple[i
         sources[aligned.source] += 1
     _, (height, width) = template_points(options.template, options.pad)
     pixels = np.stack(crops) if crops else np.zeros((0, height, width, 3), np.uint8)
-    write_shard(Path(dst), index, pixels, {"identities": identities, "paths": paths, "failures": failures, "nme": nme, "sources": sources})
+    write_shard(Path(dst), index, pixels, {"identities": identities, "paths": paths, "failures": failures, "nme": nme,
+                                                     "offsets": offsets, "sources": sources})
     return index, len(chunk)
 
 
@@ -205,7 +209,7 @@ def prepare_dataset(
 def finalize(dst: Path, n_chunks: int, options: PrepOptions, excluded: list[str], processed: int, elapsed: float, workers: int) -> dict:
     """Write manifest.json, failures.csv and summary.json from the finished shards."""
     identities_seen: dict[str, int] = {}
-    failures, nme = [], []
+    failures, nme, offsets = [], [], []
     sources = {"mtcnn": 0, "landmarks": 0}
     kept_shards = []
     for k in range(n_chunks):
@@ -214,6 +218,7 @@ def finalize(dst: Path, n_chunks: int, options: PrepOptions, excluded: list[str]
             identities_seen[name] = identities_seen.get(name, 0) + 1
         failures.extend(meta["failures"])
         nme.extend(meta["nme"])
+        offsets.extend(meta.get("offsets", []))
         for key, n in meta["sources"].items():
             sources[key] = sources.get(key, 0) + n
         if meta["identities"]:
@@ -258,5 +263,14 @@ def finalize(dst: Path, n_chunks: int, options: PrepOptions, excluded: list[str]
         summary["landmark_nme_median"] = round(float(np.median(values)), 5)
         summary["landmark_nme_over_0.1"] = int((values > 0.1).sum())
         summary["landmark_nme_images"] = int(values.size)
+    if offsets:
+        # A systematic offset (a coordinate convention, or another MTCNN) is not noise: report it
+        # per point, and the NME that remains once it is removed.
+        deltas = np.asarray([o["delta"] for o in offsets])  # (n, 5, 2) MTCNN minus reference, px
+        inter_ocular = np.asarray([o["inter_ocular"] for o in offsets])
+        mean_offset = deltas.mean(0)
+        summary["landmark_mean_offset_px"] = mean_offset.round(3).tolist()
+        residual = np.linalg.norm(deltas - mean_offset, axis=2).mean(1) / inter_ocular
+        summary["landmark_nme_offset_removed"] = round(float(residual.mean()), 5)
     write_json_atomic(dst / "summary.json", summary)
     return summary

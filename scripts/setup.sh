@@ -3,8 +3,16 @@
 # Used by the README, .ci/run, the Dockerfile and every benchmark. Idempotent: re-running is cheap.
 #   FACEVERIFY_EXTRAS=dev (default: dev)   extras to install, e.g. "dev,bench"
 #   FACEVERIFY_GPU=1                       faiss-gpu instead of faiss-cpu
+#   --test                                 also the system packages the tests drive (Debian chromium + chromedriver)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--test" ] && ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "setup: chromium + chromedriver are missing (needed by the demo-page test); install them as root." >&2
+  fi
+fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 VPY=.venv/bin/python
