@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from service_fixtures import images as im
 from service_fixtures.server import API_KEY, LiveServer
-from service_fixtures.tiny_model import IDENTITIES, lfw_image, train
+from service_fixtures.tiny_model import IDENTITIES, cached
 
 pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory):
-    return train(tmp_path_factory.getbasetemp() / "tiny_model")
+def tiny_model(request):
+    return cached(request.config)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from .. import __version__
 from ..gallery import Gallery
 from ..verify import Verifier
+from .auth import ReadAuth
 from .errors import install_error_handlers
 from .limits import BodyLimitMiddleware
 from .metrics import Metrics, MetricsMiddleware
@@ -61,9 +62,13 @@ def create_app(settings: Settings | None = None, *, verifier: Verifier | None = 
     app.state.settings = settings
     app.state.service = service
     install_error_handlers(app)
+    # with auth_scope "all", every route but /health needs the key (and the OpenAPI says so);
+    # gallery mutations always do (their own dependency)
+    read_auth = [ReadAuth] if settings.auth_scope == "all" else []
     app.include_router(system_routes.router)
-    app.include_router(faces_routes.router)
-    app.include_router(gallery_routes.router)
+    app.include_router(system_routes.metrics_router, dependencies=read_auth)
+    app.include_router(faces_routes.router, dependencies=read_auth)
+    app.include_router(gallery_routes.router, dependencies=read_auth)
     app.mount("/demo", StaticFiles(directory=STATIC_DIR, html=True), name="demo")
 
     @app.get("/", include_in_schema=False)

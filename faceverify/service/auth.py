@@ -59,19 +59,9 @@ async def require_key(
     header_key: Annotated[str | None, Security(api_key_header)] = None,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None,
 ) -> None:
-    """Dependency of every gallery mutation."""
+    """Dependency of every gallery mutation (and, with auth_scope "all", of every route but /health)."""
     _check(request, _presented(header_key, credentials))
 
 
-async def require_key_if_all(
-    request: Request,
-    header_key: Annotated[str | None, Security(api_key_header)] = None,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None,
-) -> None:
-    """Dependency of read/compute routes: only enforced with ``auth_scope="all"``."""
-    if request.app.state.settings.auth_scope == "all":
-        _check(request, _presented(header_key, credentials))
-
-
 WriteAuth = Depends(require_key)
-ReadAuth = Depends(require_key_if_all)
+ReadAuth = Depends(require_key)  # applied to the other routers only with auth_scope="all"

@@ -139,9 +139,30 @@ async def http_error_handler(request: Request, exc: StarletteHTTPException) -> J
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     if exc.status_code == 404 and message == "Not Found":
         message = f"no route {request.method} {request.url.path}; see /docs for the API."
+    headers = getattr(exc, "headers", None)
     if exc.status_code == 405:
-        message = f"{request.method} is not allowed on {request.url.path}; see /docs for the API."
-    return error_response(code, message, {}, exc.status_code, getattr(exc, "headers", None))
+        allowed = allowed_methods(request)
+        message = f"{request.method} is not allowed on {request.url.path} (allowed: {', '.join(allowed)}); see /docs for the API."
+        headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+    return error_response(code, message, {}, exc.status_code, headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method any route accepts on this path (Starlette's own 405 names only the first
+    matching route's methods, e.g. GET but not DELETE on /collections/{collection})."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    scope = {**request.scope, "method": "GET"}
+    for route in request.app.router.routes:
+        route_methods = getattr(route, "methods", None)
+        if route_methods is None:
+            continue
+        for method in route_methods:
+            match, _ = route.matches({**scope, "method": method})
+            if match == Match.FULL:
+                methods.add(method)
+    return sorted(methods)
 
 
 async def unhandled_error_handler(request: Request, exc: Exception) -> JSONResponse:

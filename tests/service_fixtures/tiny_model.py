@@ -7,6 +7,7 @@ photos of the same identities, exactly like the service computes similarities.""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -79,8 +80,21 @@ def train(out_dir: Path, seed: int = 0) -> Path:
     net.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out_dir / "model.pt", inference_state(BACKBONE["name"], BACKBONE["kwargs"], "112x96", net))
-    (out_dir / "calibration.json").write_text(json.dumps(calibrate(out_dir)))
+    tmp = out_dir / "calibration.json.tmp"
+    tmp.write_text(json.dumps(calibrate(out_dir)))
+    os.replace(tmp, out_dir / "calibration.json")
     return out_dir
+
+
+def cached(config) -> Path:
+    """The tiny model in pytest's cache (``.pytest_cache``), keyed by the code that makes and loads
+    it, so it is trained once per checkout rather than once per test session."""
+    from faceverify.paths import REPO_ROOT
+
+    h = hashlib.sha256(torch.__version__.encode())
+    for path in (Path(__file__), REPO_ROOT / "faceverify" / "backbones" / "lsoftmax_net.py", REPO_ROOT / "faceverify" / "checkpoint.py"):
+        h.update(path.read_bytes())
+    return train(config.cache.mkdir(f"faceverify-tiny-model-{h.hexdigest()[:12]}"))
 
 
 def calibrate(model_dir: Path) -> dict:

@@ -14,6 +14,7 @@ ERROR_RESPONSES: dict = {
         400: "unreadable_image, malformed_body",
         401: "unauthorized",
         404: "not_found",
+        409: "conflict (the collection exists)",
         413: "payload_too_large, image_too_large",
         415: "unsupported_media_type",
         422: "validation_error, invalid_base64, invalid_identifier, image_too_small, no_face, multiple_faces, dimension_mismatch",

@@ -6,13 +6,12 @@ import time
 
 from fastapi import APIRouter, Request
 
-from ..auth import ReadAuth
 from ..inputs import body_doc, decode_images, parse_body
 from ..schemas import EmbedForm, EmbedJSON, EmbedParams, EmbedResponse, FaceInfo, Timings, VerifyForm, VerifyJSON, VerifyParams, VerifyResponse
 from ..state import ServiceDep
 from .common import ERROR_RESPONSES, faces_or_raise
 
-router = APIRouter(tags=["verification"], dependencies=[ReadAuth])
+router = APIRouter(tags=["verification"])
 
 
 @router.post("/verify", response_model=VerifyResponse, responses=ERROR_RESPONSES, openapi_extra=body_doc(VerifyForm, VerifyJSON))

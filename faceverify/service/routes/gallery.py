@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
 from ...gallery import FACE_ID_RE, IDENTIFIER_RE, Gallery, validate_identifier
-from ..auth import ReadAuth, WriteAuth
+from ..auth import WriteAuth
 from ..errors import BadRequestError
 from ..inputs import body_doc, decode_images, parse_body
 from ..schemas import (
@@ -61,12 +61,12 @@ def create_collection(body: CreateCollection, service: ServiceDep) -> Collection
     return _collection(service.gallery.create_collection(body.name))
 
 
-@router.get("/collections", response_model=CollectionList, dependencies=[ReadAuth])
+@router.get("/collections", response_model=CollectionList)
 def list_collections(service: ServiceDep) -> CollectionList:
     return CollectionList(collections=[_collection(c) for c in service.gallery.list_collections()])
 
 
-@router.get("/collections/{collection}", response_model=Collection, dependencies=[ReadAuth])
+@router.get("/collections/{collection}", response_model=Collection)
 def get_collection(collection: CollectionName, service: ServiceDep) -> Collection:
     return _collection(service.gallery.get_collection(collection))
 
@@ -77,13 +77,13 @@ def delete_collection(collection: CollectionName, service: ServiceDep) -> Delete
     return Deleted(deleted=collection, faces_removed=service.gallery.delete_collection(collection))
 
 
-@router.get("/collections/{collection}/subjects", response_model=SubjectList, dependencies=[ReadAuth])
+@router.get("/collections/{collection}/subjects", response_model=SubjectList)
 def list_subjects(collection: CollectionName, service: ServiceDep) -> SubjectList:
     subjects = service.gallery.list_subjects(collection)
     return SubjectList(collection=collection, subjects=[Subject(name=s.name, faces=s.faces, created_at=s.created_at) for s in subjects])
 
 
-@router.get("/collections/{collection}/subjects/{subject}", response_model=SubjectDetail, dependencies=[ReadAuth])
+@router.get("/collections/{collection}/subjects/{subject}", response_model=SubjectDetail)
 def get_subject(collection: CollectionName, subject: SubjectName, service: ServiceDep) -> SubjectDetail:
     faces = service.gallery.list_faces(collection, subject)
     return SubjectDetail(collection=collection, name=subject, faces=[_face(f) for f in faces])
@@ -113,7 +113,7 @@ async def enroll_face(collection: CollectionName, subject: SubjectName, request:
     return _face(record)
 
 
-@router.get("/collections/{collection}/faces", response_model=FaceList, dependencies=[ReadAuth])
+@router.get("/collections/{collection}/faces", response_model=FaceList)
 def list_faces(collection: CollectionName, service: ServiceDep,
                subject: Annotated[str | None, Query(description="only this subject's faces")] = None) -> FaceList:
     return FaceList(collection=collection, faces=[_face(f) for f in service.gallery.list_faces(collection, subject)])
@@ -126,7 +126,7 @@ def delete_face(collection: CollectionName, face_id: FaceId, service: ServiceDep
     return Deleted(deleted=face_id, faces_removed=1)
 
 
-@router.post("/identify", response_model=IdentifyResponse, dependencies=[ReadAuth], openapi_extra=body_doc(IdentifyForm, IdentifyJSON))
+@router.post("/identify", response_model=IdentifyResponse, openapi_extra=body_doc(IdentifyForm, IdentifyJSON))
 async def identify(request: Request, service: ServiceDep) -> IdentifyResponse:
     """Who is this? One photo (``image``; or an ``embedding`` from POST /embed, JSON only) against
     ``collection``: the top-``k`` subjects by their best face's similarity, each flagged

@@ -5,12 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from ..auth import ReadAuth
 from ..metrics import CONTENT_TYPE_LATEST
 from ..schemas import ErrorResponse, HealthResponse
 from ..state import Service
 
 router = APIRouter(tags=["system"])
+metrics_router = APIRouter(tags=["system"])  # /metrics: behind the key when auth_scope is "all"
 
 
 @router.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse, "description": "not ready"}})
@@ -38,7 +38,7 @@ def health(request: Request):
     return JSONResponse(body.model_dump(), status_code=503 if problems else 200)
 
 
-@router.get("/metrics", response_class=Response, dependencies=[ReadAuth],
+@metrics_router.get("/metrics", response_class=Response,
             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"},
                        401: {"model": ErrorResponse, "description": "unauthorized (auth scope 'all')"}})
 def metrics(request: Request) -> Response:
