@@ -4,8 +4,9 @@ model's calibrated threshold. One ``Verifier`` serves the REST service and the C
     faceverify verify a.jpg b.jpg [--model PATH] [--operating-point far_1e-3] [--threshold T]
 
 prints one JSON object (``similarity``, ``threshold``, ``same_person``, where the threshold came
-from, the faces used and timings). Exit status 0 when the comparison was made, 1 when an input
-was refused (the JSON then holds ``error`` with a stable ``code``), 2 for usage errors.
+from, the faces used and timings). Exit status 0 when the comparison was made (whatever the
+verdict), 1 when an image was refused (the JSON then holds ``error`` with a stable ``code``), 2 for
+usage errors (bad options, missing or broken model).
 """
 
 from __future__ import annotations
@@ -343,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         result = verifier.verify(args.image1, args.image2, args.threshold, args.operating_point, args.policy)
     except FaceverifyError as exc:
         print(json.dumps({"error": {"code": exc.code, "message": exc.message, "details": _jsonable(exc.details)}}))
-        return 1
+        return 2 if isinstance(exc, (ConfigError, CheckpointError)) else 1
     result["image1"], result["image2"] = args.image1, args.image2
     print(json.dumps(result))
     return 0

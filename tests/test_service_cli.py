@@ -1,0 +1,77 @@
+"""``faceverify verify A B [--model PATH]`` (same pipeline as the service, no server) and the
+start-up errors of ``faceverify serve``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from service_fixtures.tiny_model import cached, lfw_image
+
+from faceverify import verify as verify_cli
+from faceverify.paths import REPO_ROOT
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(request):
+    return cached(request.config)
+
+
+def run_cli(capsys, *argv) -> tuple[int, dict]:
+    code = verify_cli.main([str(a) for a in argv])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1  # exactly one JSON object
+    return code, json.loads(out[0])
+
+
+def test_verify_cli_through_the_faceverify_command(tiny_model):
+    """The acceptance interface: the installed entry point's dispatch, a real subprocess."""
+    run = subprocess.run([sys.executable, "-m", "faceverify", "verify", str(lfw_image("George_W_Bush", 49)),
+                          str(lfw_image("George_W_Bush", 50)), "--model", str(tiny_model)],
+                         capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert {"similarity", "threshold", "same_person"} <= set(out)
+    assert out["same_person"] is True and out["similarity"] > out["threshold"]
+    assert out["threshold_source"] == {"source": "calibration", "operating_point": "far_1e-3",
+                                       "file": str(tiny_model / "calibration.json")}
+
+
+def test_verify_cli_operating_points_and_override(tiny_model, capsys):
+    calib = json.loads((tiny_model / "calibration.json").read_text())["thresholds"]
+    a, b = lfw_image("George_W_Bush", 49), lfw_image("Donald_Rumsfeld", 49)
+    code, out = run_cli(capsys, a, b, "--model", tiny_model, "--operating-point", "best_accuracy")
+    assert code == 0 and out["same_person"] is False and out["threshold"] == pytest.approx(calib["best_accuracy"])
+    code, low = run_cli(capsys, a, b, "--model", tiny_model, "--threshold", "-1")
+    assert code == 0 and low["same_person"] is True and low["threshold_source"]["source"] == "request"
+    assert low["similarity"] == pytest.approx(out["similarity"], abs=1e-6)
+
+
+def test_verify_cli_refused_input_is_typed_json(tiny_model, capsys, tmp_path):
+    text = tmp_path / "note.jpg"
+    text.write_text("not an image\n")
+    code, out = run_cli(capsys, text, lfw_image("George_W_Bush", 49), "--model", tiny_model)
+    assert code == 1 and out["error"]["code"] == "unsupported_media_type"
+    code, out = run_cli(capsys, tmp_path / "missing.jpg", lfw_image("George_W_Bush", 49), "--model", tiny_model)
+    assert code == 1 and out["error"]["code"] == "unreadable_image"
+    code, out = run_cli(capsys, text, text, "--model", tmp_path / "no_model.pt")
+    assert code == 2 and out["error"]["code"] == "bad_checkpoint"
+
+
+def test_serve_refuses_to_start_without_a_model(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "faceverify", "serve", "--model", str(tmp_path / "nope.pt"),
+                          "--gallery", str(tmp_path / "g"), "--port", "1"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "nope.pt does not exist" in run.stderr
+
+
+def test_serve_refuses_a_gallery_of_another_model(tiny_model, tmp_path):
+    from faceverify.gallery import Gallery
+
+    Gallery(tmp_path / "g", 64, "some-other-model:flip=none").close()
+    run = subprocess.run([sys.executable, "-m", "faceverify", "serve", "--model", str(tiny_model),
+                          "--gallery", str(tmp_path / "g"), "--port", "1"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "not comparable" in run.stderr
