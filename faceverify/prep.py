@@ -43,9 +43,10 @@ class PrepOptions:
                 "chunk_size": self.chunk_size, "landmarks": len(self.landmarks), "compare_landmarks": len(self.compare_landmarks)}
 
 
-def scan_identities(sources: list[Path], exclude: set[str]) -> tuple[list[tuple[str, str, str]], list[str]]:
-    """Work items ``(absolute path, relative path, identity)`` in a fixed order, and the excluded
-    identities. With several sources, identities are prefixed by the source folder name."""
+def scan_identities(sources: list[Path], exclude: set[str]) -> tuple[list[tuple[str, str, str, str]], list[str]]:
+    """Work items ``(absolute path, path within its source, identity, recorded path)`` in a fixed
+    order, and the excluded identities. With several sources, identities and recorded paths are
+    prefixed by the source folder name; landmark files are looked up by the path within the source."""
     items, excluded = [], []
     for src in sources:
         if not src.is_dir():
@@ -58,7 +59,7 @@ def scan_identities(sources: list[Path], exclude: set[str]) -> tuple[list[tuple[
             for path in sorted(ident_dir.rglob("*")):
                 if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
                     rel = path.relative_to(src).as_posix()
-                    items.append((str(path), rel, prefix + ident_dir.name))
+                    items.append((str(path), rel, prefix + ident_dir.name, prefix + rel))
     return items, excluded
 
 
@@ -86,13 +87,13 @@ def _init_worker(options: PrepOptions, threads: int) -> None:
     _worker["aligner"] = FaceAligner(FaceDetector(min_score=0.0), options.template, options.pad, options.policy)
 
 
-def _process_chunk(args: tuple[int, list[tuple[str, str, str]], str]) -> tuple[int, int]:
+def _process_chunk(args: tuple[int, list[tuple[str, str, str, str]], str]) -> tuple[int, int]:
     index, chunk, dst = args
     options: PrepOptions = _worker["options"]
     aligner: FaceAligner = _worker["aligner"]
     crops, identities, paths, failures, nme, offsets = [], [], [], [], [], []
     sources = {"mtcnn": 0, "landmarks": 0}
-    for abs_path, rel, identity in chunk:
+    for abs_path, rel, identity, recorded in chunk:
         try:
             image = load_image(abs_path)
             given = options.landmarks.get(rel)
@@ -103,7 +104,7 @@ def _process_chunk(args: tuple[int, list[tuple[str, str, str]], str]) -> tuple[i
                 good = [f for f in faces if f.score >= options.min_score]
                 if not good:
                     reason = f"low_score ({max(f.score for f in faces):.3f} < {options.min_score})" if faces else "no_face"
-                    failures.append([rel, reason.split(" ")[0], reason])
+                    failures.append([recorded, reason.split(" ")[0], reason])
                     continue
                 face = select_face(good, image.shape, options.policy)
                 aligned = aligner.align(image, face.landmarks)
@@ -114,11 +115,11 @@ def _process_chunk(args: tuple[int, list[tuple[str, str, str]], str]) -> tuple[i
                     offsets.append({"delta": (face.landmarks - reference).round(3).tolist(),
                                     "inter_ocular": round(float(np.linalg.norm(reference[0] - reference[1])), 3)})
         except FaceverifyError as exc:
-            failures.append([rel, exc.code, exc.message])
+            failures.append([recorded, exc.code, exc.message])
             continue
         crops.append(aligned.crop)
         identities.append(identity)
-        paths.append(rel)
+        paths.append(recorded)
         sources[aligned.source] += 1
     _, (height, width) = template_points(options.template, options.pad)
     pixels = np.stack(crops) if crops else np.zeros((0, height, width, 3), np.uint8)
@@ -165,7 +166,7 @@ def prepare_dataset(
     plan = {
         "format": FORMAT,
         "sources": [str(s.resolve()) for s in sources],
-        "items_sha256": hashlib.sha256("\n".join(rel + "\t" + ident for _, rel, ident in items).encode()).hexdigest(),
+        "items_sha256": hashlib.sha256("\n".join(recorded + "\t" + ident for _, _, ident, recorded in items).encode()).hexdigest(),
         "options": options.fingerprint(),
     }
     dst.mkdir(parents=True, exist_ok=True)

@@ -123,6 +123,18 @@ def test_wrong_landmark_scale_fails_fast(tmp_path, data_dir, lfw_images):
     assert result.returncode != 0 and "--landmark-scale 0.6" in result.stderr
 
 
+def test_several_sources_are_merged_with_prefixed_identities(tmp_path, data_dir):
+    a, b = tmp_path / "setA", tmp_path / "setB"
+    shutil.copytree(data_dir / "train" / "att_orl" / "s1", a / "p1")
+    shutil.copytree(data_dir / "train" / "att_orl" / "s2", b / "p1")  # same folder name, other person
+    (b / "p1" / "broken.jpg").write_bytes(b"not a jpeg")
+    summary = prepare_dataset([a, b], tmp_path / "out", progress=False)
+    faces = PackedFaces(tmp_path / "out")
+    assert faces.classes == ["setA/p1", "setB/p1"] and summary["identities"] == 2
+    assert all(p.startswith(("setA/p1/", "setB/p1/")) for p in faces.paths)
+    assert "setB/p1/broken.jpg" in (tmp_path / "out" / "failures.csv").read_text()
+
+
 def test_missing_source_is_a_clear_error(tmp_path):
     result = run_prep(str(tmp_path / "nope"), str(tmp_path / "out"))
     assert result.returncode == 2 and "does not exist" in result.stderr
