@@ -156,6 +156,13 @@ def test_pca_projection(tmp_path):
         assert g.describe()["pca"] == {"in_dim": DIM, "out_dim": 8}
         for i in range(10):
             assert g.search("c", probes[i], k=1)[0].face_id == recs[i].face_id
+        # scores are exact cosines of the full 32-d embeddings, not of the 8-d projections
+        query = probes[0] + 0.3 * rng.standard_normal(DIM).astype(np.float32)
+        unit_probes = probes / np.linalg.norm(probes, axis=1, keepdims=True)
+        exact = unit_probes @ (query / np.linalg.norm(query))
+        by_id = {r.face_id: exact[i] for i, r in enumerate(recs)}
+        for hit in g.search("c", query, k=5):
+            assert hit.similarity == pytest.approx(by_id[hit.face_id], abs=1e-5)
     with pytest.raises(ConfigError):
         Gallery(tmp_path / "g2", 16, pca=pca)
 

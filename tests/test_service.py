@@ -355,11 +355,43 @@ def test_server_keeps_serving_after_the_corpus(client, server):
 
 
 @pytest.fixture(scope="module")
-def strict_server(tiny_model, tmp_path_factory):
+def pca_file(tiny_model, tmp_path_factory):
+    """A PCA projection fitted on photos of training identities (PINS, no LFW people)."""
+    from faceverify.gallery import fit_pca_main
+    from faceverify.paths import train_root
+
+    out = tmp_path_factory.mktemp("pca") / "pca.npz"
+    pins = train_root() / "pins"
+    subset = tmp_path_factory.mktemp("pins_subset")
+    for person in sorted(pins.iterdir())[:8]:  # symlinks, never copies of the data
+        (subset / person.name).mkdir()
+        for photo in sorted(person.iterdir())[:8]:
+            (subset / person.name / photo.name).symlink_to(photo)
+    assert fit_pca_main([str(subset), "--model", str(tiny_model), "--components", "16", "--out", str(out),
+                         "--torch-threads", "1"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def strict_server(tiny_model, pca_file, tmp_path_factory):
     srv = LiveServer(tiny_model, tmp_path_factory.mktemp("strict") / "gallery", "--auth", "all", "--max-body-mb", "1",
-                     "--max-queue", "1", "--max-batch", "2", "--batch-wait-ms", "0").start()
+                     "--max-queue", "1", "--max-batch", "2", "--batch-wait-ms", "0", "--pca", str(pca_file)).start()
     yield srv
     srv.stop()
+
+
+def test_gallery_with_pca_projection(strict_server):
+    with httpx.Client(base_url=strict_server.url, timeout=60, headers=strict_server.auth) as c:
+        assert c.get("/health").json()["gallery"]["pca"] == {"in_dim": 64, "out_dim": 16}
+        assert c.post("/collections", json={"name": "pca"}).status_code == 201
+        for name in IDENTITIES[:4]:
+            r = c.post(f"/collections/pca/subjects/{name}/faces", data={"policy": "largest_central"},
+                       files={"image": ("f.jpg", im.photo(name, 49), "image/jpeg")})
+            assert r.status_code == 201, r.text
+        for name in IDENTITIES[:4]:  # the enrolled photo itself is found first through the 16-d index
+            r = c.post("/identify", data={"collection": "pca", "k": "2", "policy": "largest_central"},
+                       files={"image": ("q.jpg", im.photo(name, 49), "image/jpeg")}).json()
+            assert r["matches"][0]["subject"] == name and r["matches"][0]["similarity"] > 0.999
 
 
 def test_auth_all_protects_reads_but_not_health(strict_server):

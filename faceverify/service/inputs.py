@@ -83,21 +83,23 @@ async def parse_body(request: Request, params_model: type[P], json_model: type[B
             raise MalformedBodyError(f"malformed multipart body: {exc}") from None
         images: dict[str, bytes] = {}
         fields: dict[str, str] = {}
-        for key, value in form.multi_items():
-            if key in images or key in fields:
-                raise BadRequestError(f"field {key!r} was sent more than once.", field=key)
-            if isinstance(value, UploadFile):
-                if key not in image_fields + optional_images:
-                    raise BadRequestError(f"unexpected file field {key!r}; expected {list(image_fields)}.", field=key)
-                part_type = (value.content_type or "").split(";")[0].strip()
-                if part_type and not _ACCEPTED_PART_TYPES.match(part_type):
-                    raise MediaTypeError(f"{key} was sent as {part_type!r}; send an image (JPEG, PNG, PGM/PPM, WebP, BMP).", field=key)
-                images[key] = await value.read()
-            elif key in image_fields + optional_images:
-                raise BadRequestError(f"{key} must be a file part (multipart file upload), not a text field.", field=key)
-            else:
-                fields[key] = value
-        await form.close()
+        try:
+            for key, value in form.multi_items():
+                if key in images or key in fields:
+                    raise BadRequestError(f"field {key!r} was sent more than once.", field=key)
+                if isinstance(value, UploadFile):
+                    if key not in image_fields + optional_images:
+                        raise BadRequestError(f"unexpected file field {key!r}; expected {list(image_fields + optional_images)}.", field=key)
+                    part_type = (value.content_type or "").split(";")[0].strip()
+                    if part_type and not _ACCEPTED_PART_TYPES.match(part_type):
+                        raise MediaTypeError(f"{key} was sent as {part_type!r}; send an image (JPEG, PNG, PGM/PPM, WebP, BMP).", field=key)
+                    images[key] = await value.read()
+                elif key in image_fields + optional_images:
+                    raise BadRequestError(f"{key} must be a file part (multipart file upload), not a text field.", field=key)
+                else:
+                    fields[key] = value
+        finally:
+            await form.close()  # spooled upload files are deleted now, not at garbage collection
         try:
             params = params_model.model_validate(fields)
         except ValidationError as exc:

@@ -64,7 +64,7 @@ class Service:
         problems = list(self.problems)
         if self.verifier is None:
             problems.append("model not loaded")
-        if self.gallery is None or getattr(self.gallery, "_closed", True):
+        if self.gallery is None or self.gallery.closed:
             problems.append("gallery not open")
         if self.queue is None or not self.queue._thread.is_alive():
             problems.append("inference worker not running")

@@ -45,8 +45,10 @@ class LiveServer:
         env.pop("FACEVERIFY_API_KEY", None)
         if self.api_key:
             env["FACEVERIFY_API_KEY"] = self.api_key
+        # one torch thread: on a shared 2-core CI box, OpenMP barriers of 2 threads cost 5-40x
+        # (docs/service.md, "Threads"); batching, not intra-op threads, is what the tests exercise
         cmd = [sys.executable, "-m", "faceverify", "serve", "--model", str(self.model), "--gallery", str(self.gallery),
-               "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning", *self.args]
+               "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning", "--torch-threads", "1", *self.args]
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
