@@ -217,6 +217,14 @@ def _json(body, url="/verify"):
             "headers": {"content-type": "application/json"}}
 
 
+def _chunked_multipart(size: int, head: bytes | None = None):
+    """A body without Content-Length (chunked): a multipart file part that never ends."""
+    yield head if head is not None else (b'--b0undary\r\nContent-Disposition: form-data; name="image1"; filename="a.jpg"\r\n'
+                                         b"Content-Type: image/jpeg\r\n\r\n")
+    for _ in range(size // 65536 + 1):
+        yield b"\x00" * 65536
+
+
 def _b64(b: bytes) -> str:
     return base64.b64encode(b).decode()
 
@@ -269,6 +277,10 @@ CORPUS = [
     ("base64_of_text", lambda: _json({"image1": _b64(b"just text"), "image2": _b64(GOOD())}), 415, "unsupported_media_type"),
     ("json_wrong_type", lambda: _json({"image1": 12, "image2": _b64(GOOD())}), 422, "validation_error"),
     ("oversized_body", lambda: _mp(b"\xff\xd8" + b"\x00" * (17 * 1024 * 1024), GOOD()), 413, "payload_too_large"),
+    ("oversized_chunked_body", lambda: {"method": "POST", "url": "/verify", "content": _chunked_multipart(17 * 1024 * 1024),
+                                        "headers": {"content-type": "multipart/form-data; boundary=b0undary"}}, 413, "payload_too_large"),
+    ("oversized_chunked_json", lambda: {"method": "POST", "url": "/collections", "content": _chunked_multipart(17 * 1024 * 1024, b"{"),
+                                        "headers": {"content-type": "application/json", "X-API-Key": API_KEY}}, 413, "payload_too_large"),
     # routes and methods
     ("get_on_verify", lambda: {"method": "GET", "url": "/verify"}, 405, "method_not_allowed"),
     ("unknown_route", lambda: {"method": "GET", "url": "/nope"}, 404, "not_found"),

@@ -134,6 +134,8 @@ async def validation_error_handler(request: Request, exc: RequestValidationError
 
 
 async def http_error_handler(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if isinstance(exc.__cause__, FaceverifyError):  # e.g. the body limit tripped inside FastAPI's body parsing
+        return await faceverify_error_handler(request, exc.__cause__)
     code = {400: "malformed_body", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
             415: "unsupported_media_type"}.get(exc.status_code, "validation_error" if exc.status_code < 500 else "internal_error")
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
