@@ -54,6 +54,15 @@ def train(out_dir: Path, seed: int = 0) -> Path:
     out_dir = Path(out_dir)
     if (out_dir / "model.pt").is_file() and (out_dir / "calibration.json").is_file():
         return out_dir
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # ~20 s on a busy 2-core box; 2 OpenMP threads there take minutes
+    try:
+        return _train(out_dir, seed)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train(out_dir: Path, seed: int) -> Path:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     crops, labels = _training_crops()
@@ -139,7 +148,6 @@ if __name__ == "__main__":
     import sys
     import time
 
-    torch.set_num_threads(int(os.environ.get("THREADS", "2")))
     t = time.time()
     out = train(Path(sys.argv[1]))
     print(f"trained in {time.time() - t:.1f}s:", (out / "calibration.json").read_text())
