@@ -35,9 +35,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device for checkpoints (cpu, cuda)")
     p.add_argument("--policy", default="largest_central", choices=["largest_central", "largest", "central", "highest_score"],
                    help="which face to use when the detector finds several")
-    p.add_argument("--dlib-detector", default="hog", choices=["hog", "mtcnn", "mtcnn_points"],
+    p.add_argument("--dlib-detector", default="hog", choices=["hog", "hog_mtcnn", "mtcnn", "mtcnn_points"],
                    help="--model dlib only: HOG (face_recognition's default), MTCNN boxes + dlib landmarks, or MTCNN's "
-                        "five points warped onto dlib's chip")
+                        "five points warped onto dlib's chip; hog_mtcnn: HOG, and MTCNN's points only where HOG finds nothing")
     p.add_argument("--dlib-points", type=int, default=68, choices=[5, 68], help="--model dlib only: shape predictor")
     p.add_argument("--dlib-upsample", type=int, default=1, help="--model dlib only: HOG pyramid up-sampling")
 

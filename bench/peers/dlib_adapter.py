@@ -14,7 +14,9 @@ as fractions of the image size) is used instead and the image is counted as ``ce
 
 ``detector="mtcnn"`` takes faceverify's MTCNN boxes (the same detector as our pipeline) and
 feeds them to dlib's shape predictor; ``detector="mtcnn_points"`` skips dlib's shape predictor and
-warps MTCNN's five points straight onto ``CHIP_TEMPLATE_5`` (where dlib's chip puts them).
+warps MTCNN's five points straight onto ``CHIP_TEMPLATE_5`` (where dlib's chips put them);
+``detector="hog_mtcnn"`` is HOG, with the ``mtcnn_points`` chip only for the images where HOG
+finds nothing (MTCNN runs on those only), then the centre box.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ CENTRE_BOX = np.array([0.300, 0.327, 0.713, 0.720], dtype=np.float32)
 
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
-DETECTORS = ("hog", "mtcnn", "mtcnn_points")
+DETECTORS = ("hog", "hog_mtcnn", "mtcnn", "mtcnn_points")
 
 # Where MTCNN's five points (left eye, right eye, nose, left/right mouth corner) fall in dlib's
 # 150x150 / padding 0.25 chips: the median of MTCNN's points detected on the HOG + 68-point chips of
@@ -138,22 +140,23 @@ class DlibEmbedder:
         chip = dlib.get_face_chip(image, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
         return chip, (_five_from_68(pts) if self.points == 68 else _five_from_5(pts))
 
-    def align(self, image: np.ndarray) -> AlignedFace:
+    def align(self, image: np.ndarray, mtcnn_faces: list[Face] | None = None) -> AlignedFace:
+        """One image -> dlib chip. ``mtcnn_faces``: MTCNN's detections, when already computed."""
         image = np.ascontiguousarray(image, dtype=np.uint8)
-        if self.detector == "hog":
-            faces = self._hog_faces(image)
-        else:
-            faces = self.mtcnn.detect(image)
+        faces, source = [], self.detector
+        if self.detector in ("hog", "hog_mtcnn"):
+            faces, source = self._hog_faces(image), "hog"
+        if not faces and self.detector != "hog":
+            faces = self.mtcnn.detect(image) if mtcnn_faces is None else mtcnn_faces
+            source = "mtcnn" if self.detector == "mtcnn" else "mtcnn_points"
         try:
             face = select_face(faces, image.shape, self.policy)
-            source = {"hog": "hog", "mtcnn": "mtcnn", "mtcnn_points": "mtcnn_points"}[self.detector]
         except NoFaceError:
             if self.fallback == "error":
                 raise
             face, source = None, "center_crop"
-        chip, lm = self._chip(image, face, source if face is not None else "center_crop")
-        return AlignedFace(crop=chip, source="mtcnn" if source == "mtcnn_points" else source, landmarks=lm,
-                           face=face, faces_found=len(faces), policy=self.policy)
+        chip, lm = self._chip(image, face, source)
+        return AlignedFace(crop=chip, source=source, landmarks=lm, face=face, faces_found=len(faces), policy=self.policy)
 
     def embed_crops(self, chips: Sequence[np.ndarray]) -> np.ndarray:
         if len(chips) == 0:
@@ -164,7 +167,10 @@ class DlibEmbedder:
     def embed(self, images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray | None] | None = None) -> EmbedBatch:
         if landmarks is not None and any(lm is not None for lm in landmarks):
             raise ConfigError("the dlib peer finds its own landmarks; evaluate it without --landmarks.")
-        faces = [self.align(img) for img in images]
+        mtcnn = [None] * len(images)
+        if self.detector in ("mtcnn", "mtcnn_points"):  # one batched MTCNN pass
+            mtcnn = self.mtcnn.detect_batch([np.ascontiguousarray(i, dtype=np.uint8) for i in images])
+        faces = [self.align(img, m) for img, m in zip(images, mtcnn)]
         chips = [f.crop for f in faces]
         plain = self.embed_crops(chips)
         flipped = self.embed_crops([c[:, ::-1] for c in chips]) if self.flip != "none" else None
