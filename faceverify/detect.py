@@ -25,7 +25,7 @@ class Face:
         return float(max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1]))
 
     def to_dict(self) -> dict:
-        return {"box": self.box.round(2).tolist(), "score": round(self.score, 5), "landmarks": self.landmarks.round(2).tolist()}
+        return {"box": self.box.astype(np.float64).round(2).tolist(), "score": round(self.score, 5), "landmarks": self.landmarks.astype(np.float64).round(2).tolist()}
 
 
 class FaceDetector:

@@ -31,9 +31,9 @@ class AlignedFace:
     policy: str = ""  # the selection rule that chose the face
 
     def to_dict(self) -> dict:
-        out = {"source": self.source, "landmarks": self.landmarks.round(2).tolist(), "faces_found": self.faces_found, "policy": self.policy}
+        out = {"source": self.source, "landmarks": self.landmarks.astype(np.float64).round(2).tolist(), "faces_found": self.faces_found, "policy": self.policy}
         if self.face is not None:
-            out.update(box=self.face.box.round(2).tolist(), score=round(self.face.score, 5))
+            out.update(box=self.face.box.astype(np.float64).round(2).tolist(), score=round(self.face.score, 5))
         return out
 
 

@@ -339,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threshold is not None and not np.isfinite(args.threshold):
         print(json.dumps({"error": {"code": "validation_error", "message": "--threshold must be a finite number"}}))
         return 2
+    if args.model is None and not default_model_path().exists():
+        return describe_without_model(args.image1, args.image2, args.policy)
     try:
         verifier = Verifier.from_model(args.model, flip=args.flip, device=args.device)
         result = verifier.verify(args.image1, args.image2, args.threshold, args.operating_point, args.policy)
@@ -347,6 +349,33 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if isinstance(exc, (ConfigError, CheckpointError)) else 1
     result["image1"], result["image2"] = args.image1, args.image2
     print(json.dumps(result))
+    return 0
+
+
+def describe_without_model(image1: str, image2: str, policy: str) -> int:
+    """No trained model ships yet: show what the pipeline sees — the detections and the aligned
+    crops (saved as PNGs) it would compare — and say so, instead of inventing a verdict."""
+    import tempfile
+
+    from PIL import Image
+
+    from .image import load_image
+    from .pipeline import FaceAligner
+
+    aligner = FaceAligner(policy=policy)
+    out_dir = Path(tempfile.mkdtemp(prefix="faceverify-crops-"))
+    report = {"note": f"no model given and {default_model_path()} does not exist yet: no verdict. Showing the detections "
+                      "and aligned crops; pass --model PATH to verify.", "faces": []}
+    for i, path in enumerate((image1, image2), 1):
+        try:
+            aligned = aligner.align(load_image(path))
+        except FaceverifyError as exc:
+            report["faces"].append({"image": path, "error": {"code": exc.code, "message": exc.message}})
+            continue
+        crop_path = out_dir / f"image{i}_aligned_{aligner.template}.png"
+        Image.fromarray(aligned.crop).save(crop_path)
+        report["faces"].append({"image": path, **aligned.to_dict(), "aligned_crop": str(crop_path)})
+    print(json.dumps(report))
     return 0
 
 
