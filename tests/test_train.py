@@ -294,6 +294,7 @@ def test_validator_uses_view1_only(att_subset):
         LfwView1Validator(pairs_file="pairs.txt")
     val = LfwView1Validator("112x96", n_pairs=20)
     assert val.n_pairs == 20 and val.same.sum() == 10 and val.inputs.shape[1:] == (3, 112, 96)
+    assert val.skipped == 1  # the one DevTest pair with Betsy_Coffin_0001, absent from the shared LFW
     model = build_backbone("sphereface20", embedding_dim=16, widths=[4, 8, 8, 16])
     result = val(model)
     assert result["pairs"] == 20 and 0.5 <= result["accuracy"] <= 1.0 and 0.0 <= result["auc"] <= 1.0
