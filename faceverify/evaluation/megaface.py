@@ -196,7 +196,9 @@ def evaluate(
     for n in sizes:
         t0 = time.perf_counter()
         index = faiss.IndexFlatIP(probes.shape[1])
-        index.add(normalise_rows(distractors[np.sort(order[:n])]))
+        chosen = np.sort(order[:n])
+        for i in range(0, n, 100_000):  # added in chunks: memory = the features + the index, no full copy
+            index.add(normalise_rows(distractors[chosen[i:i + 100_000]]))
         n_impostors = n_probe * n
         k_global = min(n_impostors, int(np.floor(max(fars) * n_impostors + 1e-9)) + 1)
         k_rank = min(n, max_rank)
