@@ -31,7 +31,8 @@ from faceverify.errors import ConfigError, NoFaceError
 from faceverify.pipeline import AlignedFace
 
 # Median dlib HOG box (x1, y1, x2, y2) / image size over 598 LFW View 1 (pairsDevTrain) images
-# (150x150); used when HOG finds no face. Measured with HOG upsample 1, centre-closest face.
+# (150x150); used when HOG finds no face. Measured with HOG upsample 1, centre-closest face, by
+# ``python -m bench.peers.dlib_adapter --centre-box --limit 600``.
 CENTRE_BOX = np.array([0.300, 0.327, 0.713, 0.720], dtype=np.float32)
 
 CHIP_SIZE = 150
@@ -200,6 +201,23 @@ def measure_chip_template(paths: Sequence[str], root) -> tuple[np.ndarray, int]:
     return np.median(np.stack(found), axis=0), len(found)
 
 
+def measure_centre_box(paths: Sequence[str], root) -> tuple[np.ndarray, int]:
+    """Median HOG box (x1, y1, x2, y2) / image size over ``paths`` (-> CENTRE_BOX)."""
+    from pathlib import Path
+
+    from faceverify.image import load_image
+
+    emb = DlibEmbedder(detector="hog", policy="central")
+    boxes = []
+    for p in paths:
+        img = load_image(Path(root) / p)
+        faces = emb._hog_faces(img)
+        if faces:
+            h, w = img.shape[:2]
+            boxes.append(select_face(faces, img.shape, "central").box / np.array([w, h, w, h], np.float32))
+    return np.median(np.stack(boxes), axis=0), len(boxes)
+
+
 def _main(argv=None) -> int:
     import argparse
 
@@ -208,6 +226,7 @@ def _main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m bench.peers.dlib_adapter")
     ap.add_argument("--chip-template", action="store_true", help="measure CHIP_TEMPLATE_5 on LFW View 1 images")
+    ap.add_argument("--centre-box", action="store_true", help="measure CENTRE_BOX on LFW View 1 images")
     ap.add_argument("--limit", type=int, default=1000)
     args = ap.parse_args(argv)
     if args.chip_template:
@@ -215,6 +234,10 @@ def _main(argv=None) -> int:
         template, n = measure_chip_template(images, lfw_root() / "images")
         print(f"median MTCNN points on {n} dlib chips:")
         print(np.array2string(template, precision=2, separator=", "))
+    if args.centre_box:
+        images = read_pairs(lfw_root() / "pairsDevTrain.txt").images()[: args.limit]
+        box, n = measure_centre_box(images, lfw_root() / "images")
+        print(f"median HOG box / image size on {n} images: {np.array2string(box, precision=3, separator=', ')}")
     return 0
 
 
