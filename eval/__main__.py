@@ -57,9 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="PCA fitted on the 9 training folds: N >= 1 keeps N dims, 0 < N < 1 keeps that variance fraction")
     lfw.add_argument("--no-center", action="store_true",
                      help="do not centre features on the training folds' mean (SphereFace centres; plain scripts do not)")
-    lfw.add_argument("--metric", default="cosine", choices=["cosine", "euclidean"],
+    lfw.add_argument("--metric", default=None, choices=["cosine", "euclidean"],
                      help="10-fold pair score: cosine (SphereFace) or minus the Euclidean distance of raw features "
-                          "(how dlib descriptors are compared; centring does not change it)")
+                          "(centring does not change it). Default: the model's native metric — cosine for "
+                          "faceverify models, Euclidean for dlib, whose descriptor is defined by Euclidean distance")
     lfw.add_argument("--no-calibration", action="store_true", help="do not write calibration.json beside the model")
 
     mf = sub.add_parser("megaface", help="MegaFace-style identification (rank-1, CMC) and TAR@FAR with distractors")
@@ -178,6 +179,8 @@ def run_lfw(args, command: str) -> dict:
     from faceverify.paths import lfw_root
 
     spec = resolve_model(args.model)
+    if args.metric is None:  # the metric a descriptor was trained for is part of the model, not a tuning knob
+        args.metric = "euclidean" if spec == "dlib" else "cosine"
     pairs_file = Path(args.pairs) if args.pairs else lfw_root() / "pairs.txt"
     pairs = lfw.read_pairs(pairs_file)
     images = pairs.images()
