@@ -240,6 +240,9 @@ def test_lr_schedules_with_warmup():
     again = WarmupLR(opt2, "cosine", total_steps=110, warmup_steps=10, warmup_start=0.0, min_lr=0.001)
     again.load_state_dict(warm.state_dict())
     assert again.last_step == 7 and opt2.param_groups[0]["lr"] == pytest.approx(0.07)
+    longer = WarmupLR(_optimizer(), "cosine", total_steps=1000, warmup_steps=10, warmup_start=0.0, min_lr=0.001)
+    longer.load_state_dict(warm.state_dict(), position_only=True)  # resume that extends a run
+    assert longer.last_step == 7 and longer.total_steps == 1000
     with pytest.raises(ConfigError):
         WarmupLR(_optimizer(), "exponential", total_steps=10)
 

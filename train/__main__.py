@@ -173,10 +173,12 @@ def run(args: argparse.Namespace) -> int:
         backbone.load_state_dict(state["model"])
         head.load_state_dict(state["head"]["state"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        # positions come from the checkpoint, schedule parameters from the recipe, so that
+        # `--resume --set train.steps=N` extends a run (the saved recipe is OUT/config.yaml)
+        scheduler.load_state_dict(state["scheduler"], position_only=True)
         scaler.load_state_dict(state["scaler"])
         if lamb is not None and state.get("lambda_state"):
-            lamb.load_state_dict(state["lambda_state"])
+            lamb.iteration = int(state["lambda_state"]["iteration"])
         step = int(state["step"])
         rngs = state["rng"]
         set_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0])

@@ -109,6 +109,10 @@ class WarmupLR:
     def state_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.__dict__.update(state)
+    def load_state_dict(self, state: dict, position_only: bool = False) -> None:
+        """Restore everything, or (``position_only``) just the step, keeping this schedule's shape."""
+        if position_only:
+            self.last_step = int(state["last_step"])
+        else:
+            self.__dict__.update(state)
         self._apply()
