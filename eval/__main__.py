@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from faceverify.errors import CheckpointError, ConfigError, DataNotFoundError, FaceverifyError
-from faceverify.paths import REPO_ROOT
+from faceverify.paths import DEFAULT_MODEL_DIR
 
-DEFAULT_MODEL = REPO_ROOT / "models" / "default"
+DEFAULT_MODEL = DEFAULT_MODEL_DIR
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".webp"}
 
 

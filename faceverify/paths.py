@@ -9,6 +9,8 @@ from pathlib import Path
 from .errors import DataNotFoundError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The shipped default model: used by verify, serve and eval when no --model is given.
+DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "default"
 
 
 def data_root() -> Path:

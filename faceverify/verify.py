@@ -29,7 +29,7 @@ from .detect import SELECTION_POLICIES, Face, FaceDetector, select_face
 from .embedder import Embedder, load_embedder
 from .errors import CheckpointError, ConfigError, FaceverifyError
 from .image import DEFAULT_MAX_PIXELS, load_image
-from .paths import REPO_ROOT
+from .paths import DEFAULT_MODEL_DIR
 from .pipeline import AlignedFace
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ DETECT_MAX_SIDE = 1280
 
 
 def default_model_path() -> Path:
-    return REPO_ROOT / "models" / "default"
+    return DEFAULT_MODEL_DIR
 
 
 def resolve_model(model: str | Path | None) -> Path:
