@@ -63,6 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
                           "faceverify models, Euclidean for dlib, whose descriptor is defined by Euclidean distance")
     lfw.add_argument("--no-calibration", action="store_true", help="do not write calibration.json beside the model")
 
+    v1 = sub.add_parser("lfw-view1", help="LFW View 1, the development view: centring, PCA and threshold from "
+                                          "pairsDevTrain.txt, accuracy on pairsDevTest.txt (for choices)")
+    _add_model_args(v1)
+    v1.add_argument("--images", help="image root laid out as Name/Name_NNNN.jpg (default: <data>/lfw/images)")
+    v1.add_argument("--pca", type=float, default=None, help="PCA fitted on pairsDevTrain (as lfw --pca)")
+    v1.add_argument("--no-center", action="store_true", help="do not centre features on pairsDevTrain's mean")
+    v1.add_argument("--metric", default=None, choices=["cosine", "euclidean"], help="as lfw --metric")
+
+    ab = sub.add_parser("ablation", help="table (View 1 / View 2 accuracy per loss) and training curves of several "
+                                         "runs (scripts/ablation.sh)")
+    ab.add_argument("runs", nargs="+", help="run directories of faceverify train, evaluated by scripts/ablation.sh")
+    ab.add_argument("--out", required=True, help="output directory for ablation.{json,md} and ablation_curves.png")
+
     mf = sub.add_parser("megaface", help="MegaFace-style identification (rank-1, CMC) and TAR@FAR with distractors")
     _add_model_args(mf)
     mf.add_argument("--probes", help="probe folder Name/image.jpg; identities with >= 2 images are probes "
@@ -145,15 +158,26 @@ def features_for(args, spec: str, root: Path, paths: list[str], landmarks=None, 
     from faceverify.evaluation.features import cache_key, compute_features
 
     embedder = make_embedder(args, spec)
+    directory = cache_dir(args)
+    detections = None
+    if directory and landmarks is None and hasattr(embedder, "aligner"):
+        # MTCNN results depend on the pixels only: one detection cache serves every model
+        from faceverify.detect import CachedDetector
+        from faceverify.pipeline import FaceAligner
+
+        a = embedder.aligner
+        detections = CachedDetector(directory / "detections")
+        embedder.aligner = FaceAligner(detections, template=a.template, pad=a.pad, policy=a.policy, fallback=a.fallback)
     # the cache key names how crops are found: the embedder's own detector (its config says which)
     # or a landmark file; LFW and MegaFace runs of one model share the cache
     key_alignment = alignment if landmarks is not None else {"source": "detector"}
     config = feature_config(embedder, spec, key_alignment, root)
-    directory = cache_dir(args)
     cache_file = directory / f"{cache_key(config)}.npz" if directory else None
     t0 = time.perf_counter()
     feats = compute_features(embedder, root, paths, cache_file=cache_file, config=config, landmarks=landmarks,
                              batch_size=args.batch_size, need_flipped=args.flip != "none")
+    if detections is not None:
+        detections.save()
     return feats, {"cache_file": str(cache_file) if cache_file else None, "seconds": time.perf_counter() - t0,
                    "embedder": getattr(embedder, "name", spec)}
 
@@ -241,6 +265,48 @@ def run_lfw(args, command: str) -> dict:
     report.plot_histogram(out / "lfw_scores.png", plain[pairs.same], plain[~pairs.same], "LFW pair scores",
                           {"best acc": calibration["thresholds"]["best_accuracy"],
                            "FAR 1e-3": calibration["thresholds"]["far_1e-3"]})
+    return d
+
+
+def run_view1(args, command: str) -> dict:
+    """LFW View 1 as the LFW readme defines it: develop on pairsDevTrain, measure on pairsDevTest.
+    Pairs whose images are missing (the shared copy lacks Betsy_Coffin_0001) are skipped and listed."""
+    from faceverify.evaluation import lfw, report
+    from faceverify.paths import lfw_root
+
+    spec = resolve_model(args.model)
+    if args.metric is None:
+        args.metric = "euclidean" if spec == "dlib" else "cosine"
+    views = [lfw.read_pairs(lfw_root() / name) for name in ("pairsDevTrain.txt", "pairsDevTest.txt")]
+    root = _image_root(args.images, views[0].left[0])
+    left, right, same, fold, skipped = [], [], [], [], []
+    for k, pairs in enumerate(views):
+        for a, b, s in zip(pairs.left, pairs.right, pairs.same):
+            if not ((root / a).is_file() and (root / b).is_file()):
+                skipped.append(f"{Path(pairs.source).name}: {a} {b}")
+                continue
+            left.append(a), right.append(b), same.append(s), fold.append(k)
+    same, fold = np.array(same), np.array(fold)
+    alignment = {"source": "mtcnn", "fallback": "center_crop"}
+    if spec == "dlib":
+        alignment = {"source": f"dlib {args.dlib_detector}", "points": args.dlib_points, "fallback": "center_crop"}
+    feats, info = features_for(args, spec, root, list(dict.fromkeys(left + right)), None, alignment)
+    # two "folds": DevTrain supplies mu, PCA and the threshold for DevTest (fold 2 of ten_fold)
+    protocol = lfw.ten_fold(feats.vectors(left, args.flip), feats.vectors(right, args.flip), same, fold,
+                            center=not args.no_center, pca=args.pca, metric=args.metric)
+    test = protocol.folds[1]
+    d = {"view": 1, "model": spec, "accuracy_devtest": test.accuracy, "threshold": test.threshold,
+         "pairs_devtrain": int((fold == 0).sum()), "pairs_devtest": int((fold == 1).sum()), "skipped_pairs": skipped,
+         "flip": args.flip, "center": not args.no_center, "pca": args.pca, "metric": args.metric,
+         "alignment": alignment, "alignment_sources": feats.source_counts(), "feature_seconds": info["seconds"],
+         "command": command}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report.write_json(out / "view1.json", d)
+    (out / "view1.md").write_text(
+        f"# LFW View 1 (development)\n\n`{command}`\n\nAccuracy on pairsDevTest ({d['pairs_devtest']} pairs, "
+        f"threshold {test.threshold:.4f} from {d['pairs_devtrain']} pairsDevTrain pairs): "
+        f"**{100 * test.accuracy:.2f}%**. Skipped (missing images): {len(skipped)}.\n")
     return d
 
 
@@ -412,6 +478,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.protocol == "lfw":
             print_lfw(run_lfw(args, command))
+        elif args.protocol == "ablation":
+            from faceverify.evaluation.ablation import markdown_table, write_report
+
+            print(markdown_table(write_report(args.runs, args.out, command)["runs"]))
+        elif args.protocol == "lfw-view1":
+            d = run_view1(args, command)
+            print(f"LFW View 1: {100 * d['accuracy_devtest']:.2f}% on {d['pairs_devtest']} pairsDevTest pairs "
+                  f"(threshold {d['threshold']:.4f} from {d['pairs_devtrain']} pairsDevTrain pairs; "
+                  f"{len(d['skipped_pairs'])} skipped for missing images)")
         else:
             print_megaface(run_megaface(args, command))
     except FaceverifyError as exc:

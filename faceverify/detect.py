@@ -3,8 +3,13 @@ nothing is downloaded): boxes, probabilities and the 5 landmarks as float32 arra
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -129,3 +134,72 @@ def select_face(faces: list[Face], image_shape: tuple[int, ...], policy: str = "
         "largest_central": lambda f: f.area * max(0.0, 1.0 - distance(f) / half_diagonal),
     }[policy]
     return max(faces, key=key)
+
+
+class CachedDetector:
+    """A ``FaceDetector`` that remembers its results per image content (sha1 of the pixels) in one
+    file per detector configuration under ``directory``: evaluating many models on one image set
+    runs MTCNN once. Every face is kept; ``min_score`` filters on lookup, as the detector would."""
+
+    def __init__(self, directory: str | os.PathLike, detector: FaceDetector | None = None, save_every_s: float = 30.0):
+        self.detector = detector or FaceDetector()
+        self.min_score = self.detector.min_score
+        d = self.detector
+        config = {"mtcnn": "facenet-pytorch", "min_face_size": d.min_face_size, "stage_thresholds": d.stage_thresholds,
+                  "scale_factor": d.scale_factor}
+        digest = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+        self.path = Path(directory) / f"detections-{digest}.npz"
+        self.save_every_s = save_every_s
+        self._faces: dict[str, list[Face]] = self._load()
+        self._dirty, self._last_save = False, time.monotonic()
+
+    @staticmethod
+    def image_key(image: np.ndarray) -> str:
+        image = np.ascontiguousarray(image)
+        return hashlib.sha1(repr(image.shape).encode() + image.tobytes()).hexdigest()
+
+    def detect(self, image: np.ndarray, min_score: float | None = None) -> list[Face]:
+        return self.detect_batch([image], min_score)[0]
+
+    def detect_batch(self, images, min_score: float | None = None) -> list[list[Face]]:
+        threshold = self.min_score if min_score is None else min_score
+        keys = [self.image_key(img) for img in images]
+        missing = [i for i, k in enumerate(keys) if k not in self._faces]
+        if missing:
+            found = self.detector.detect_batch([images[i] for i in missing], min_score=0.0)
+            for i, faces in zip(missing, found):
+                self._faces[keys[i]] = faces
+            self._dirty = True
+            if time.monotonic() - self._last_save > self.save_every_s:
+                self.save()
+        return [[f for f in self._faces[k] if f.score >= threshold] for k in keys]
+
+    def save(self) -> None:
+        """Write the cache atomically (a killed run keeps the previous file)."""
+        if not self._dirty:
+            return
+        keys = list(self._faces)
+        counts = np.array([len(self._faces[k]) for k in keys], dtype=np.int32)
+        faces = [f for k in keys for f in self._faces[k]]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp.npz")
+        np.savez(tmp, keys=np.array(keys), counts=counts,
+                 boxes=np.array([f.box for f in faces], dtype=np.float32).reshape(-1, 4),
+                 scores=np.array([f.score for f in faces], dtype=np.float32),
+                 landmarks=np.array([f.landmarks for f in faces], dtype=np.float32).reshape(-1, 5, 2))
+        os.replace(tmp, self.path)
+        self._dirty, self._last_save = False, time.monotonic()
+
+    def _load(self) -> dict[str, list[Face]]:
+        try:
+            with np.load(self.path) as z:
+                keys, counts, boxes, scores, landmarks = (z[n] for n in ("keys", "counts", "boxes", "scores", "landmarks"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError):
+            return {}  # unreadable or truncated: detect again
+        out, start = {}, 0
+        for key, n in zip(keys.tolist(), counts.tolist()):
+            out[key] = [Face(boxes[j].copy(), float(scores[j]), landmarks[j].copy()) for j in range(start, start + n)]
+            start += n
+        return out

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataNotFoundError
+from .align import DOWNSCALED, downscale_crop
+from .errors import ConfigError, DataNotFoundError
 
 FORMAT = "faceverify-packed/1"
 
@@ -55,10 +56,12 @@ class PackedFaces:
     """Random access to a packed set: ``faces[i] -> (uint8 crop (H+2pad, W+2pad, 3), label)``.
 
     Shards are opened lazily in each process, so the object can be handed to forked DataLoader
-    workers without sharing file handles.
+    workers without sharing file handles. ``as_template``: read a full-size set as a downscaled
+    template of it (``align.DOWNSCALED``: 112x96 pad 2 -> 56x48 pad 1), identical to aligning
+    at that template directly.
     """
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, as_template: str | None = None):
         self.root = Path(root)
         manifest_path = self.root / "manifest.json"
         if not manifest_path.is_file():
@@ -84,6 +87,14 @@ class PackedFaces:
         self.labels = np.asarray(labels, dtype=np.int64)
         self._offsets = np.asarray(offsets, dtype=np.int64)
         self._arrays: dict[int, np.ndarray] = {}
+        self.downscale = 1
+        if as_template and as_template != self.template:
+            full, factor = DOWNSCALED.get(as_template, (None, 1))
+            if full != self.template or self.pad % factor:
+                raise ConfigError(f"{self.root} holds {self.template} crops (pad {self.pad}); they cannot be read as "
+                                  f"{as_template} crops. Prepare the set at {as_template} instead.")
+            self.template, self.pad, self.downscale = as_template, self.pad // factor, factor
+            self.crop_size = (self.crop_size[0] // factor, self.crop_size[1] // factor)
 
     @property
     def num_classes(self) -> int:
@@ -103,7 +114,10 @@ class PackedFaces:
         if not 0 <= i < len(self):
             raise IndexError(i)
         pos = int(np.searchsorted(self._offsets, i, side="right") - 1)
-        return np.array(self._array(pos)[i - self._offsets[pos]]), int(self.labels[i])
+        crop = np.array(self._array(pos)[i - self._offsets[pos]])
+        if self.downscale > 1:
+            crop = downscale_crop(crop, self.downscale)
+        return crop, int(self.labels[i])
 
     def __getstate__(self):
         state = dict(self.__dict__)

@@ -33,7 +33,7 @@ from faceverify.checkpoint import inference_state, load_checkpoint, save_checkpo
 from faceverify.errors import ConfigError, FaceverifyError
 from faceverify.losses import MarginLoss, build_head
 from faceverify.training import dist as fdist
-from faceverify.training.config import load_config, template_size
+from faceverify.training.config import load_config, recipe_hash, template_size
 from faceverify.training.data import AugmentedFaces, ResumableSampler
 from faceverify.training.datasets import open_training_set
 from faceverify.training.logger import MetricsLogger
@@ -296,11 +296,12 @@ def run(args: argparse.Namespace) -> int:
 
     if info.is_main:
         final = inference_state(mcfg["backbone"], backbone_kwargs, dcfg["template"], fdist.unwrap(net).backbone,
-                                step=step, config=copy.deepcopy(cfg))
+                                step=step, config=copy.deepcopy(cfg), recipe_sha256=recipe_hash(cfg))
         save_checkpoint(out / "model.pt", final)
         curve = logger.close()
         elapsed = time.perf_counter() - started
-        summary = {"steps": step, "resumed_from": start_step if args.resume else None, "first_logged_loss": first_loss,
+        summary = {"recipe_sha256": recipe_hash(cfg), "steps": step, "resumed_from": start_step if args.resume else None,
+                   "first_logged_loss": first_loss,
                    "last_logged_loss": last_loss, "seconds": round(elapsed, 1),
                    "images_per_s": round((step - start_step) * total_batch / elapsed, 1) if elapsed > 0 else None,
                    "checkpoint": str(last), "model": str(out / "model.pt"), "curve": str(curve) if curve else None}

@@ -6,6 +6,8 @@ Unknown keys are refused (a typo must not silently train the wrong thing).
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -124,3 +126,17 @@ def validate(cfg: dict) -> None:
             raise ConfigError(f"train.{key} must be >= 1 (got {train[key]}).")
     if int(data["pad"]) < 0:
         raise ConfigError(f"data.pad must be >= 0 (got {data['pad']}).")
+
+
+# keys that change where or how fast a run goes, not what it learns
+_NOT_RECIPE = {("train", "device"), ("train", "threads"), ("train", "log_every"), ("train", "checkpoint_every"),
+               ("train", "keep_every"), ("train", "tensorboard"), ("data", "cache_dir"), ("data", "prep_workers"),
+               ("data", "workers")}
+
+
+def recipe_hash(cfg: dict) -> str:
+    """sha256 of the merged recipe (canonical JSON) without its run-placement keys: two runs with
+    the same hash trained the same thing, whatever their machine, threads or logging."""
+    kept = {section: ({k: v for k, v in values.items() if (section, k) not in _NOT_RECIPE}
+                      if isinstance(values, dict) else values) for section, values in cfg.items()}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..align import DOWNSCALED
 from ..errors import DataNotFoundError
 from ..packed import PackedFaces
 from ..paths import train_root
@@ -31,24 +32,32 @@ def source_paths(sources: list[str]) -> list[Path]:
     return out
 
 
+def prepared_template(dcfg: dict) -> tuple[str, int]:
+    """(template, pad) the set is prepared at: a downscaled template is read from full-size crops."""
+    full, factor = DOWNSCALED.get(dcfg["template"], (dcfg["template"], 1))
+    return full, int(dcfg["pad"]) * factor
+
+
 def packed_dir(dcfg: dict) -> Path:
     if dcfg["packed"]:
         return Path(dcfg["packed"]).expanduser()
     names = "+".join(Path(s).name for s in dcfg["sources"])
-    return cache_root(dcfg["cache_dir"]) / "packed" / f"{names}-{dcfg['template']}-pad{dcfg['pad']}-s{dcfg['min_score']}"
+    template, pad = prepared_template(dcfg)
+    return cache_root(dcfg["cache_dir"]) / "packed" / f"{names}-{template}-pad{pad}-s{dcfg['min_score']}"
 
 
 def open_training_set(dcfg: dict, progress: bool = True, prepare: bool = True) -> PackedFaces:
     """Open the packed set, preparing it first (or finishing an interrupted preparation)."""
     dst = packed_dir(dcfg)
     if dcfg["packed"] or not prepare:
-        return PackedFaces(dst)
+        return PackedFaces(dst, as_template=dcfg["template"])
     from ..prep import prepare_dataset
 
-    summary = prepare_dataset([str(p) for p in source_paths(dcfg["sources"])], dst, template=dcfg["template"],
-                              pad=int(dcfg["pad"]), workers=int(dcfg["prep_workers"]), min_score=float(dcfg["min_score"]),
+    template, pad = prepared_template(dcfg)
+    summary = prepare_dataset([str(p) for p in source_paths(dcfg["sources"])], dst, template=template, pad=pad,
+                              workers=int(dcfg["prep_workers"]), min_score=float(dcfg["min_score"]),
                               progress=progress)
     if progress and summary.get("images_processed_this_run"):
         print(f"prepared {dst}: {summary['images_kept']}/{summary['images_total']} images kept, "
               f"{summary['identities']} identities", flush=True)
-    return PackedFaces(dst)
+    return PackedFaces(dst, as_template=dcfg["template"])
