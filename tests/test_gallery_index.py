@@ -1,4 +1,4 @@
-"""The gallery's large-collection index: IVF with 8-bit codes (or float32), automatic nprobe,
+"""The gallery's large-collection index: IVF with 4-bit PQ fast-scan codes (or 8-bit, float32), automatic nprobe,
 exact re-scoring of the candidates, and the streamed rebuild from SQLite."""
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ def unit(x):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-@pytest.fixture()
-def big(tmp_path):
+@pytest.fixture(params=["pq4fs", "sq8"])
+def big(tmp_path, request):
     rng = np.random.default_rng(7)
     faces, queries = synthetic_faces(rng, 600, 5)
-    g = Gallery(tmp_path, DIM, "m", flat_max=500)
+    g = Gallery(tmp_path, DIM, "m", flat_max=500, ivf_codec=request.param)
     g.create_collection("c")
     recs = g.enroll_many("c", [(f"s{i // 5}", v, {}) for i, v in enumerate(faces)])
     yield g, faces, queries, recs
@@ -46,10 +46,10 @@ def test_auto_nprobe_is_a_fraction_of_the_lists():
     assert resolve_nprobe(1000, 32) == 32
 
 
-def test_large_collection_is_ivf_sq8_with_exact_scores(big):
+def test_large_collection_is_ivf_with_exact_scores(big):
     g, faces, queries, recs = big
     desc = g.describe()["collections"]["c"]
-    assert desc["type"] == "ivf" and desc["codec"] == "sq8" and desc["size"] == 3000
+    assert desc["type"] == "ivf" and desc["codec"] == g.ivf_codec and desc["size"] == 3000
     assert desc["nprobe"] == resolve_nprobe(desc["nlist"], None)
     exact = unit(faces) @ unit(queries).T  # (faces, queries)
     agree = 0
@@ -57,13 +57,13 @@ def test_large_collection_is_ivf_sq8_with_exact_scores(big):
         hits = g.search("c", q, k=1)
         assert len(hits) == 1  # more candidates are re-scored, k are returned
         row = recs.index(next(r for r in recs if r.face_id == hits[0].face_id))
-        # the similarity is the exact cosine of the stored embedding, not the 8-bit code's
+        # the similarity is the exact cosine of the stored embedding, not the code's approximation
         assert hits[0].similarity == pytest.approx(float(exact[row, j]), abs=1e-5)
         agree += row == int(exact[:, j].argmax())
     assert agree >= 97  # recall@1 against exact search
 
 
-def test_sq8_index_supports_deletes(big):
+def test_compressed_index_supports_deletes(big):
     g, faces, queries, recs = big
     top = g.search("c", queries[3], k=1)[0]
     g.delete_face("c", top.face_id)
@@ -83,10 +83,20 @@ def test_codec_choice_and_snapshot(tmp_path):
     with Gallery(tmp_path, DIM, "m", flat_max=100, ivf_codec="flat") as g:  # snapshot matches: loaded
         assert g.describe()["collections"]["c"]["codec"] == "flat"
     with Gallery(tmp_path, DIM, "m", flat_max=100) as g:  # another codec: rebuilt from the database
-        assert g.describe()["collections"]["c"]["codec"] == "sq8" and g.size == 1000
+        assert g.describe()["collections"]["c"]["codec"] == "pq4fs" and g.size == 1000
         assert g.search("c", queries[0], k=5)[0].subject == "s0"
     with pytest.raises(ConfigError):
         Gallery(tmp_path / "x", DIM, ivf_codec="pq")
+
+
+def test_fast_scan_needs_dimensions_in_eights(tmp_path):
+    rng = np.random.default_rng(10)
+    faces, queries = synthetic_faces(rng, 60, 5, dim=36)
+    with Gallery(tmp_path, 36, flat_max=100) as g:
+        g.create_collection("c")
+        g.enroll_many("c", [(f"s{i // 5}", v, {}) for i, v in enumerate(faces)])
+        assert g.describe()["collections"]["c"]["codec"] == "sq8"  # 36 = 4.5 x 8: 8-bit codes instead
+        assert g.search("c", queries[2], k=1)[0].subject == "s2"
 
 
 def test_rebuild_streams_every_row_in_chunks(tmp_path):
