@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-wait-ms", type=float, default=None, help="wait to fill a micro-batch (default 5)")
     p.add_argument("--max-queue", type=int, default=None, help="queued requests before 503 overloaded (default 64)")
     p.add_argument("--flat-max", type=int, default=None, help="largest collection in an exact index; IVF beyond (default 20000)")
-    p.add_argument("--nprobe", type=int, default=None, help="IVF lists searched per query (default: a quarter of the lists, recall@1 >= 0.99 at 1M)")
+    p.add_argument("--nprobe", type=int, default=None, help="IVF lists searched per query (default: a third of the lists)")
     p.add_argument("--pca", default=None, help="PCA projection .npz (mean, components) for the gallery index")
     p.add_argument("--flip", choices=("none", "sum", "concat"), default=None, help="flip TTA (default: the calibration's)")
     p.add_argument("--device", default="cpu")

@@ -41,7 +41,7 @@ def big(tmp_path, request):
 
 def test_auto_nprobe_is_a_fraction_of_the_lists():
     assert resolve_nprobe(1000, None) == math.ceil(AUTO_NPROBE_FRACTION * 1000)
-    assert resolve_nprobe(16, None) == 4
+    assert resolve_nprobe(16, None) == 6
     assert resolve_nprobe(16, 64) == 16  # never more than the lists
     assert resolve_nprobe(1000, 32) == 32
 

@@ -32,7 +32,7 @@ class Settings(BaseModel):
     max_queue: int = Field(64, ge=1, description="queued inference jobs before 503 overloaded + Retry-After")
     decode_concurrency: int = Field(4, ge=1, description="images decoded at once (bounds memory)")
     flat_max: int = Field(20_000, ge=1, description="largest collection kept in an exact (flat) index; IVF beyond")
-    nprobe: int | None = Field(None, ge=1, description="IVF lists searched per query; None = a quarter of the lists")
+    nprobe: int | None = Field(None, ge=1, description="IVF lists searched per query; None = a third of the lists")
     pca: Path | None = Field(None, description="optional PCA projection (.npz with mean, components) for the index")
     flip: str | None = Field(None, description="flip TTA; default: the calibration file's")
     device: str = "cpu"
