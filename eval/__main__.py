@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                                           "pairsDevTrain.txt, accuracy on pairsDevTest.txt (for choices)")
     _add_model_args(v1)
     v1.add_argument("--images", help="image root laid out as Name/Name_NNNN.jpg (default: <data>/lfw/images)")
+    v1.add_argument("--dev-pairs", nargs=2, metavar=("TRAIN", "TEST"),
+                    help="the two View 1 pairs files (default: <data>/lfw/pairsDevTrain.txt pairsDevTest.txt)")
     v1.add_argument("--pca", type=float, default=None, help="PCA fitted on pairsDevTrain (as lfw --pca)")
     v1.add_argument("--no-center", action="store_true", help="do not centre features on pairsDevTrain's mean")
     v1.add_argument("--metric", default=None, choices=["cosine", "euclidean"], help="as lfw --metric")
@@ -277,7 +279,8 @@ def run_view1(args, command: str) -> dict:
     spec = resolve_model(args.model)
     if args.metric is None:
         args.metric = "euclidean" if spec == "dlib" else "cosine"
-    views = [lfw.read_pairs(lfw_root() / name) for name in ("pairsDevTrain.txt", "pairsDevTest.txt")]
+    files = args.dev_pairs or [lfw_root() / "pairsDevTrain.txt", lfw_root() / "pairsDevTest.txt"]
+    views = [lfw.read_pairs(f) for f in files]
     root = _image_root(args.images, views[0].left[0])
     left, right, same, fold, skipped = [], [], [], [], []
     for k, pairs in enumerate(views):

@@ -11,22 +11,26 @@ out="${OUT:-runs/ablation}"
 seed="${SEED:-0}"
 py=.venv/bin/python
 
-declare -A HEAD=(
-  [softmax]="--set head.name=softmax --set head.kwargs={}"
-  [softmax_reg]="--set head.name=softmax --set head.kwargs={} --set head.regularizer=0.3"
-  [lsoftmax_m2]="--set head.name=lsoftmax --set head.kwargs={m:2}"
-  [asoftmax_m4]="--set head.name=asoftmax --set head.kwargs={m:4}"
-  [cosface]="--set head.name=cosface --set head.kwargs={s:30,m:0.35}"
-  [arcface]="--set head.name=arcface --set head.kwargs={s:64,m:0.5}"
-)
+head_args() {  # the only difference between the runs
+  case "$1" in
+    softmax)     echo "--set head.name=softmax --set 'head.kwargs={}'" ;;
+    softmax_reg) echo "--set head.name=softmax --set 'head.kwargs={}' --set head.regularizer=0.3" ;;
+    lsoftmax_m2) echo "--set head.name=lsoftmax --set 'head.kwargs={m: 2}'" ;;
+    asoftmax_m4) echo "--set head.name=asoftmax --set 'head.kwargs={m: 4}'" ;;
+    cosface)     echo "--set head.name=cosface --set 'head.kwargs={s: 30, m: 0.35}'" ;;
+    arcface)     echo "--set head.name=arcface --set 'head.kwargs={s: 64, m: 0.5}'" ;;
+    *) echo "unknown loss $1" >&2; return 1 ;;
+  esac
+}
 losses=(${LOSSES:-softmax softmax_reg lsoftmax_m2 asoftmax_m4 cosface arcface})
 
 train_one() {  # $1 = loss name
   local dir="$out/$1-seed$seed"
   if [ -f "$dir/model.pt" ]; then echo "done: $dir"; return; fi
   local resume=""; [ -f "$dir/checkpoints/last.pt" ] && resume="--resume"
-  $py -m train --config train/configs/ablation.yaml --out "$dir" $resume ${HEAD[$1]} \
-      --set seed=$seed --set train.threads=1 > "$dir.log" 2>&1 || { echo "FAILED: $dir (see $dir.log)"; return 1; }
+  local head; head=$(head_args "$1")
+  eval "$py -m train --config train/configs/ablation.yaml --out $dir $resume $head --set seed=$seed --set train.threads=1" \
+      > "$dir.log" 2>&1 || { echo "FAILED: $dir (see $dir.log)"; return 1; }
   echo "trained: $dir"
 }
 

@@ -132,3 +132,45 @@ def test_center_crop_fallback_only_when_asked(aligner):
 def test_align_face_rejects_nan_landmarks():
     with pytest.raises(ValueError):
         align_face(np.zeros((50, 50, 3), np.uint8), np.full((5, 2), np.nan))
+
+
+def _dots(points: np.ndarray, shape=(150, 150)) -> np.ndarray:
+    """A black image with a small bright Gaussian blob at each (x, y) point."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float32)
+    img = np.zeros(shape, np.float32)
+    for x, y in points:
+        img += np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.2**2))
+    return np.repeat((255 * img / img.max()).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def _blob_centre(crop: np.ndarray, point: np.ndarray, radius: int = 3) -> np.ndarray:
+    x0, y0 = int(round(point[0])), int(round(point[1]))
+    patch = crop[y0 - radius : y0 + radius + 1, x0 - radius : x0 + radius + 1, 0].astype(np.float64)
+    yy, xx = np.mgrid[y0 - radius : y0 + radius + 1, x0 - radius : x0 + radius + 1]
+    return np.array([(patch * xx).sum(), (patch * yy).sum()]) / patch.sum()
+
+
+@pytest.mark.parametrize("template,pad", [("56x48", 0), ("56x48", 1), ("112x96", 2)])
+def test_landmarks_land_on_the_template_points(template, pad):
+    """Pixel-centre convention of every template, the downscaled one included: blobs drawn at the
+    landmarks are found, after alignment, at the template points (within 0.1 px)."""
+    angle = np.deg2rad(7.0)  # landmarks = an exact similarity of the template, so all 5 points map exactly
+    rotation = 1.1 * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    landmarks = (SPHEREFACE_112x96 @ rotation.T + np.array([28.0, 5.0])).astype(np.float32)
+    crop = align_face(_dots(landmarks), landmarks, template, pad)
+    points, (height, width) = template_points(template, pad)
+    assert crop.shape == (height, width, 3)
+    radius = 3 if template == "56x48" else 5
+    for p in points:
+        assert np.abs(_blob_centre(crop, p, radius) - p).max() < 0.1
+
+
+def test_56x48_is_the_area_averaged_112x96_crop(aligner, lfw_images):
+    """Train crops are read from full-size packed crops (2x2 averaged); eval aligns at 56x48 directly."""
+    img = load_image(lfw_images / "Colin_Powell" / "Colin_Powell_0001.jpg")
+    face = aligner.align(img)
+    full = align_face(img, face.landmarks, "112x96", 2).astype(np.float64)
+    small = align_face(img, face.landmarks, "56x48", 1).astype(np.float64)
+    averaged = (full[0::2, 0::2] + full[1::2, 0::2] + full[0::2, 1::2] + full[1::2, 1::2]) / 4
+    assert small.shape == (58, 50, 3)
+    assert np.abs(small - averaged).max() <= 0.5 + 1e-9  # uint8 rounding only

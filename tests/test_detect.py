@@ -73,3 +73,32 @@ def test_selection_rules_on_constructed_faces():
     assert select_face([big_edge, small_centre], shape, "largest_central") is big_edge
     with pytest.raises(NoFaceError):
         select_face([], shape)
+
+
+def test_detection_cache_serves_a_second_run_without_mtcnn(detector, lfw_images, tmp_path):
+    from faceverify.detect import CachedDetector
+
+    images = [load_image(lfw_images / "Colin_Powell" / f"Colin_Powell_000{k}.jpg") for k in (1, 2)]
+    cached = CachedDetector(tmp_path, detector)
+    first = cached.detect_batch(images)
+    direct = detector.detect_batch(images)
+    assert [len(f) for f in first] == [len(f) for f in direct] and len(first[0]) >= 1
+    assert np.allclose(first[0][0].landmarks, direct[0][0].landmarks)
+    cached.save()
+
+    class MustNotRun:
+        min_score, min_face_size, stage_thresholds, scale_factor = (detector.min_score, detector.min_face_size,
+                                                                    detector.stage_thresholds, detector.scale_factor)
+
+        def detect_batch(self, images, min_score=None):
+            raise AssertionError("the cache should have served these images")
+
+    again = CachedDetector(tmp_path, MustNotRun())  # a new process would load the file like this
+    second = again.detect_batch(images)
+    assert [len(f) for f in second] == [len(f) for f in first]
+    assert np.array_equal(second[0][0].landmarks, first[0][0].landmarks) and second[0][0].score == first[0][0].score
+    # the per-call threshold filters cached faces as the detector would
+    assert again.detect_batch(images, min_score=1.01) == [[], []]
+    # other pixels are a miss (here: the detector must run)
+    with pytest.raises(AssertionError, match="should have served"):
+        again.detect(images[0][:, ::-1].copy())

@@ -199,3 +199,49 @@ def test_misclassified_pairs_match_the_fold_accuracies(tmp_path):
     assert m["count"] == round((1 - proto.mean) * len(pairs))
     assert m["count"] == m["false_rejects"] + m["false_accepts"] and m["count"] > 0
     assert m["with_no_face_image"] == sum(p["no_face"] for p in m["pairs"])
+
+
+def test_eval_view1_thresholds_on_devtrain_and_skips_missing_images(checkpoint, tmp_path, capsys):
+    """View 1 for choices: DevTrain gives the threshold, DevTest the accuracy; a pair naming an
+    image that is not there (the shared LFW lacks Betsy_Coffin_0001) is skipped and listed."""
+    def pairs_file(name: str, src: str, k: int, extra: str = "") -> str:
+        lines = (lfw_root() / src).read_text().splitlines()[1:]
+        n = len(lines) // 2
+        body = lines[:k] + ([extra] if extra else []) + lines[n : n + k + (1 if extra else 0)]
+        path = tmp_path / name
+        path.write_text(f"{k + (1 if extra else 0)}\n" + "\n".join(body) + "\n")
+        return str(path)
+
+    train = pairs_file("train.txt", "pairsDevTrain.txt", 6)
+    test = pairs_file("test.txt", "pairsDevTest.txt", 4, extra="Betsy_Coffin\t1\t2")
+    out = tmp_path / "v1"
+    rc = eval_app.main(["lfw-view1", "--model", str(checkpoint), "--dev-pairs", train, test, "--flip", "sum",
+                        "--out", str(out), "--cache", str(tmp_path / "cache")])
+    assert rc == 0
+    d = json.loads((out / "view1.json").read_text())
+    assert d["pairs_devtrain"] == 12 and d["pairs_devtest"] == 9
+    assert d["skipped_pairs"] == ["test.txt: Betsy_Coffin/Betsy_Coffin_0001.jpg Betsy_Coffin/Betsy_Coffin_0002.jpg"]
+    assert 0.0 <= d["accuracy_devtest"] <= 1.0 and d["accuracy_devtest"] * 9 == pytest.approx(round(d["accuracy_devtest"] * 9))
+    assert (tmp_path / "cache" / "detections").is_dir()  # MTCNN results kept for the next model
+    assert "LFW View 1" in capsys.readouterr().out
+
+
+def test_ablation_report_table_and_curves(tmp_path, capsys):
+    import yaml
+
+    runs = []
+    for name, head, acc in (("softmax", {"name": "softmax", "kwargs": {}}, 0.81), ("a4", {"name": "asoftmax", "kwargs": {"m": 4}}, 0.86)):
+        run = tmp_path / name
+        (run / "view1").mkdir(parents=True)
+        (run / "lfw").mkdir()
+        (run / "config.yaml").write_text(yaml.safe_dump({"seed": 0, "head": head}))
+        (run / "metrics.csv").write_text("step,loss,accuracy,lr,lambda\n10,5.0,0.1,0.01,0\n20,4.0,0.3,0.01,0\n")
+        (run / "val.csv").write_text("step,pairs,accuracy,threshold,auc\n20,999,0.7,0.3,0.8\n")
+        (run / "view1" / "view1.json").write_text(json.dumps({"accuracy_devtest": acc}))
+        (run / "lfw" / "lfw.json").write_text(json.dumps({"accuracy_mean": acc + 0.01, "accuracy_std": 0.01}))
+        runs.append(str(run))
+    assert eval_app.main(["ablation", *runs, "--out", str(tmp_path / "report")]) == 0
+    table = (tmp_path / "report" / "ablation.md").read_text()
+    assert "| A-Softmax (m=4) | 0 | 20 | 86.00 | 87.00 ± 1.00 | 20.00 |" in table
+    assert "| softmax | 0 | 20 | 81.00 |" in table
+    assert (tmp_path / "report" / "ablation_curves.png").stat().st_size > 10_000

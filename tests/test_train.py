@@ -204,7 +204,9 @@ def test_recipe_errors_are_clear(tmp_path):
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "train" / "configs").glob("*.yaml")))
 def test_shipped_recipes_load(name):
     cfg = load_config(REPO / "train" / "configs" / name)
-    assert cfg["data"]["template"] in ("112x96", "112x112")
+    from faceverify.align import TEMPLATES
+
+    assert cfg["data"]["template"] in TEMPLATES
 
 
 def test_gpu_recipe_is_the_paper_recipe():
@@ -311,3 +313,27 @@ def test_packed_cache_is_reused(att_subset):
     again = open_training_set(cfg["data"], progress=False)
     assert isinstance(again, PackedFaces) and len(again) == len(faces)
     assert time.perf_counter() - start < 30  # finished chunks are not re-aligned
+
+
+def test_packed_full_size_crops_read_as_the_56x48_template(att_subset):
+    """Training at 56x48 reads the 112x96 pad-2 packed crops, area-averaged: the same pixels as
+    aligning at 56x48 pad 1 directly (what evaluation does)."""
+    from faceverify.align import downscale_crop
+
+    _, faces = att_subset
+    small = PackedFaces(faces.root, as_template="56x48")
+    assert (small.template, small.pad, small.crop_size) == ("56x48", 1, (58, 50))
+    crop, label = small[3]
+    full, full_label = faces[3]
+    assert crop.shape == (58, 50, 3) and label == full_label
+    assert np.array_equal(crop, downscale_crop(full, 2))
+    with pytest.raises(ConfigError, match="cannot be read as 112x112"):
+        PackedFaces(faces.root, as_template="112x112")
+
+
+def test_recipe_hash_ignores_placement_but_not_learning():
+    from faceverify.training.config import recipe_hash
+
+    base = load_config(SMOKE)
+    assert recipe_hash(base) == recipe_hash(load_config(SMOKE, ["train.threads=1", "data.workers=0"]))
+    assert recipe_hash(base) != recipe_hash(load_config(SMOKE, ["optim.lr=0.5"]))

@@ -1,0 +1,93 @@
+"""Publish a finished training run as a shipped model folder (``models/default`` by default).
+
+    .venv/bin/python scripts/publish_model.py runs/default [--to models/default]
+
+Copies the inference bundle (``model.pt``: weights, backbone, template, merged recipe and its
+hash) and the training record (metrics.csv, training_curve.png, summary.json), then evaluates the
+published copy exactly as a user would (``faceverify eval lfw-view1`` and ``faceverify eval lfw``
+with flip-sum features), which also writes ``calibration.json`` beside the weights, and writes
+``MODEL.json``: what was trained, how, on what, and what it scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from faceverify.checkpoint import load_checkpoint  # noqa: E402
+from faceverify.training.config import recipe_hash  # noqa: E402
+
+RECORD = ("metrics.csv", "val.csv", "training_curve.png", "summary.json", "config.yaml")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run(argv: list[str]) -> None:
+    print("+", " ".join(argv), flush=True)
+    subprocess.run(argv, check=True, cwd=REPO)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", help="a finished `faceverify train` run directory (with model.pt)")
+    p.add_argument("--to", default=str(REPO / "models" / "default"))
+    p.add_argument("--recipe", default="train/configs/default.yaml", help="the committed recipe the run used")
+    args = p.parse_args()
+    run_dir, dst = Path(args.run), Path(args.to)
+    if not (run_dir / "model.pt").is_file():
+        sys.exit(f"{run_dir}/model.pt does not exist: the run has not finished (resume it with --resume).")
+    state = load_checkpoint(run_dir / "model.pt")
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(run_dir / "model.pt", dst / "model.pt")
+    (dst / "training").mkdir(exist_ok=True)
+    for name in RECORD:
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, dst / "training" / name)
+
+    py = sys.executable
+    report = dst / "report"
+    run([py, "-m", "eval", "lfw-view1", "--model", str(dst), "--flip", "sum", "--out", str(report)])
+    run([py, "-m", "eval", "lfw", "--model", str(dst), "--flip", "sum", "--out", str(report)])
+    lfw = json.loads((report / "lfw.json").read_text())
+    view1 = json.loads((report / "view1.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    recipe = REPO / args.recipe
+    manifest = {
+        "model": "model.pt",
+        "model_sha256": sha256(dst / "model.pt"),
+        "model_bytes": (dst / "model.pt").stat().st_size,
+        "backbone": state["backbone"],
+        "template": state["input"]["template"],
+        "recipe": args.recipe,
+        "recipe_file_sha256": sha256(recipe) if recipe.is_file() else None,
+        "recipe_sha256": recipe_hash(state["config"]),
+        "training": {k: summary.get(k) for k in ("steps", "seconds", "images_per_s")} | {
+            "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+            "data": state["config"]["data"]["sources"]},
+        "lfw_view2": {"accuracy_mean": lfw["accuracy_mean"], "accuracy_std": lfw["accuracy_std"], "auc": lfw["auc"],
+                      "tar_at_far": lfw["tar_at_far"], "flip": lfw["flip"], "metric": lfw["metric"],
+                      "command": lfw["command"]},
+        "lfw_view1_devtest": view1["accuracy_devtest"],
+        "calibration": "calibration.json",
+        "reproduce": ["faceverify train --config train/configs/default.yaml --out runs/default",
+                      f"python scripts/publish_model.py runs/default --to {args.to}"],
+    }
+    (dst / "MODEL.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"published {dst}: LFW View 2 {100 * lfw['accuracy_mean']:.2f}% ± {100 * lfw['accuracy_std']:.2f}, "
+          f"View 1 {100 * view1['accuracy_devtest']:.2f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
