@@ -5,9 +5,9 @@ copies of each subject's random centre, so rank-1 accuracy of the index is repor
 
     .venv/bin/python -m bench.load_service [--model PATH] [--duration 15] [--out bench/results/service.json]
 
-Without ``--model`` (and no ``models/default``) an *untrained* SphereFace-20 (512-d) is made in a
-temporary directory: the latencies are those of the default architecture; the verdicts mean
-nothing. Every server is a real ``faceverify serve`` subprocess on 127.0.0.1; each level runs for
+Without ``--model`` (and no ``models/default``) an *untrained* network of the default recipe's
+architecture is made in a temporary directory (``bench.common.bench_model``): the latencies are
+those of the default architecture; the verdicts mean nothing. Every server is a real ``faceverify serve`` subprocess on 127.0.0.1; each level runs for
 ``--duration`` seconds or ``--max-requests`` requests, whichever comes first.
 """
 
@@ -33,9 +33,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # runnable as a script too
     sys.path.insert(0, str(REPO))
 
+from bench.common import bench_model  # noqa: E402
+from bench.gallery_search import synthetic_faces  # noqa: E402
 from faceverify.gallery import Gallery  # noqa: E402
 from faceverify.paths import lfw_root  # noqa: E402
-from faceverify.verify import Calibration, default_model_path, model_fingerprint, resolve_model  # noqa: E402
+from faceverify.verify import Calibration, model_fingerprint, resolve_model  # noqa: E402
 
 PAIRS = [  # (image1, image2) LFW photos, cycled by the clients
     ("George_W_Bush/George_W_Bush_0001.jpg", "George_W_Bush/George_W_Bush_0002.jpg"),
@@ -167,36 +169,15 @@ def build_gallery(path: Path, model: Path, dim: int, n_vectors: int, faces_per_s
     """A gallery of ``n_vectors`` labelled synthetic faces: subject ``s{k}`` has
     ``faces_per_subject`` noisy copies of a random unit centre. Returns (queries, labels): fresh
     noisy copies of 200 subjects' centres (not enrolled themselves)."""
-    rng = np.random.default_rng(seed)
-    n_subjects = n_vectors // faces_per_subject
-    centres = rng.standard_normal((n_subjects, dim)).astype(np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    noise = 0.6 / np.sqrt(dim)  # per-dimension noise: a face is ~0.85 cosine from its centre
+    faces, subjects, queries, labels = synthetic_faces(n_vectors, dim, faces_per_subject, 200, seed)
     calibration = Calibration.for_model(model)
     # no index work while loading (huge flat_max, no snapshot): the server builds its index on start
     with Gallery(path, dim, model_fingerprint(model, calibration.flip or "none"), flat_max=10**9, use_snapshot=False) as g:
         g.create_collection("bench")
-        chunk = 10_000
-        for start in range(0, n_subjects, chunk // faces_per_subject):
-            subj = np.arange(start, min(n_subjects, start + chunk // faces_per_subject))
-            vecs = np.repeat(centres[subj], faces_per_subject, axis=0)
-            vecs += noise * rng.standard_normal(vecs.shape).astype(np.float32)
-            g.enroll_many("bench", [(f"s{k}", v, {}) for k, v in zip(np.repeat(subj, faces_per_subject), vecs)])
-    labels = rng.choice(n_subjects, 200, replace=False)
-    queries = centres[labels] + noise * rng.standard_normal((200, dim)).astype(np.float32)
+        for start in range(0, len(faces), 10_000):
+            stop = min(len(faces), start + 10_000)
+            g.enroll_many("bench", [(f"s{subjects[i]}", faces[i], {}) for i in range(start, stop)])
     return queries, labels
-
-
-def untrained_model(out: Path) -> Path:
-    import torch
-
-    from faceverify.backbones import build_backbone
-    from faceverify.checkpoint import inference_state, save_checkpoint
-
-    torch.manual_seed(0)
-    kwargs = {"embedding_dim": 512, "input_size": [112, 96]}
-    save_checkpoint(out / "model.pt", inference_state("sphereface20", kwargs, "112x96", build_backbone("sphereface20", **kwargs)))
-    return out
 
 
 # -- main -------------------------------------------------------------------------------------------
@@ -211,7 +192,7 @@ def table(title: str, rows: list[dict], extra: tuple[str, ...] = ()) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help="model to serve (default: models/default, else an untrained sphereface20)")
+    p.add_argument("--model", default=None, help="model to serve (default: models/default, else an untrained default architecture)")
     p.add_argument("--concurrency", default="1,8,32")
     p.add_argument("--sizes", default="10000,100000", help="gallery sizes for /identify")
     p.add_argument("--faces-per-subject", type=int, default=5)
@@ -236,9 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     report = []
     with tempfile.TemporaryDirectory(prefix="fv-bench-") as tmp:
         tmp = Path(tmp)
-        if args.model is None and not default_model_path().exists():
-            model = untrained_model(tmp / "untrained_sphereface20")
-            results["model"] = "untrained sphereface20 (512-d), timing only"
+        if args.model is None:
+            model, info = bench_model(tmp)
+            results["model"] = str(model) if info["trained"] else info["note"]
         else:
             model = resolve_model(args.model)
             results["model"] = str(model)

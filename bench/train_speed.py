@@ -22,17 +22,31 @@ import platform
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from bench.common import median, rates, recipe_network
 
 REPO = Path(__file__).resolve().parents[1]
 ALL = ["lsoftmax_lfw", "sphereface20", "sphereface36", "sphereface64", "iresnet18", "iresnet50", "mobilefacenet"]
 
 
-def measure(spec: dict) -> dict:
-    """One measurement (runs inside its own process)."""
+def forward_gflops(model, size: tuple[int, int]) -> float:
+    """GFLOPs of one forward pass on one image (FlopCounterMode: a multiply-add counts as 2)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.randn(1, 3, *size))
+    model.train(was_training)
+    return counter.get_total_flops() / 1e9
+
+
+def measure(spec: dict) -> dict:
+    """One measurement (runs inside its own process). Rates are the median of ``repeats`` timed
+    windows of ``seconds`` each."""
+    import torch
 
     from faceverify.backbones import build_backbone
     from faceverify.losses import MarginLoss, build_head
@@ -45,25 +59,23 @@ def measure(spec: dict) -> dict:
     result = {"backbone": spec["backbone"], "kwargs": spec.get("kwargs", {}), "input": f"{size[0]}x{size[1]}",
               "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2), "threads": torch.get_num_threads()}
     model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.randn(1, 3, *size))
-    result["gflops"] = round(counter.get_total_flops() / 1e9, 3)
+    result["gflops"] = round(forward_gflops(model, size), 3)
 
-    def timed(fn, batch: int, min_seconds: float) -> float:
-        fn()  # warm-up
-        n, start = 0, time.perf_counter()
-        while True:
-            fn()
-            n += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_seconds and n >= 2:
-                return n * batch / elapsed
+    def timed(fn, batch: int, seconds: float) -> float:
+        runs = rates(fn, batch, seconds, repeats)
+        result.setdefault("runs", {})[fn.__name__] = [round(r, 2) for r in runs]
+        return median(runs)
 
     seconds = float(spec.get("seconds", 8.0))
+    repeats = int(spec.get("repeats", 1))
     if spec.get("infer", True):
         xb = torch.randn(int(spec.get("infer_batch", 32)), 3, *size)
-        with torch.inference_mode():
-            result["infer_img_s"] = round(timed(lambda: model(xb), xb.shape[0], seconds), 1)
+
+        def infer():
+            with torch.inference_mode():
+                model(xb)
+
+        result["infer_img_s"] = round(timed(infer, xb.shape[0], seconds), 1)
     batch = int(spec.get("batch", 32))
     head = build_head(spec.get("head", "asoftmax"), spec.get("embedding_dim", 512), int(spec.get("classes", 1000)),
                       **spec.get("head_kwargs", {"m": 4, "lamb": 5.0}))
@@ -107,17 +119,47 @@ def table(rows: list[dict]) -> str:
 
 
 def recipe_spec(path: str, batch: int | None, classes: int | None) -> dict:
-    from faceverify.training.config import load_config, template_size
+    from faceverify.training.config import load_config
 
     cfg = load_config(path)
+    net = recipe_network(Path(path).resolve())
     head_kwargs = dict(cfg["head"].get("kwargs") or {})
     if cfg["head"]["name"] in ("asoftmax", "lsoftmax", "sphereface"):
         head_kwargs["lamb"] = float(cfg["head"]["lambda"]["lambda_min"]) if cfg["head"].get("lambda") else 0.0
-    return {"backbone": cfg["model"]["backbone"], "embedding_dim": cfg["model"]["embedding_dim"],
-            "kwargs": cfg["model"].get("kwargs") or {}, "input_size": list(template_size(cfg["data"]["template"])),
+    model_kwargs = {k: v for k, v in net["kwargs"].items() if k not in ("embedding_dim", "input_size")}
+    return {"backbone": net["backbone"], "embedding_dim": net["kwargs"]["embedding_dim"],
+            "kwargs": model_kwargs, "input_size": net["kwargs"]["input_size"],
             "head": cfg["head"]["name"], "head_kwargs": head_kwargs, "classes": classes or 1000,
             "batch": batch or cfg["train"]["batch_size"], "amp": bool(cfg["train"]["amp"]), "infer": False,
             "threads": cfg["train"].get("threads") or None, "recipe": path}
+
+
+def gpu_recipe() -> Path:
+    return REPO / "train" / "configs" / "casia_sphereface20_gpu.yaml"
+
+
+def run(opts: dict) -> dict:
+    """Bench section 7: training img/s of the default recipe (its backbone, head, batch; 1,000
+    classes unless the recipe says) and of the GPU recipe's network at batch 2 on this CPU (10,572
+    CASIA classes), each in a fresh process."""
+    from bench.common import default_recipe, progress
+
+    quick = bool(opts.get("quick"))
+    timing = {"seconds": 1.0 if quick else 3.0, "repeats": int(opts.get("repeats") or (1 if quick else 3))}
+    jobs = [("default_recipe", default_recipe(), None, None), ("gpu_recipe_batch2", gpu_recipe(), 2, 10572)]
+    bar = progress(len(jobs), "7 training")
+    result = {"synthetic_inputs": True, **timing}
+    for key, recipe, batch, classes in jobs:
+        spec = recipe_spec(str(recipe), batch, classes)
+        spec.update(timing)
+        if opts.get("threads"):
+            spec["threads"] = int(opts["threads"])
+        row = run_isolated(spec)
+        row["recipe"] = str(recipe.relative_to(REPO))
+        result[key] = row
+        bar.update()
+    bar.close()
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classes", type=int, default=None, help="identities of the head (default 1000)")
     parser.add_argument("--recipe", help="measure this recipe's training step")
     parser.add_argument("--seconds", type=float, default=8.0, help="minimum timed seconds per measurement")
+    parser.add_argument("--repeats", type=int, default=1, help="timed windows per measurement (the median is reported)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
@@ -138,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()}
     if args.recipe:
         spec = recipe_spec(args.recipe, args.batch, args.classes)
-        spec["seconds"] = args.seconds
+        spec.update(seconds=args.seconds, repeats=args.repeats)
         if args.threads:
             spec["threads"] = args.threads
         rows = [run_isolated(spec)]
@@ -149,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rows = []
         for name in args.backbones:
-            spec = {"backbone": name, "batch": args.batch or 32, "classes": args.classes or 1000, "seconds": args.seconds}
+            spec = {"backbone": name, "batch": args.batch or 32, "classes": args.classes or 1000, "seconds": args.seconds,
+                    "repeats": args.repeats}
             if args.threads:
                 spec["threads"] = args.threads
             rows.append(run_isolated(spec))

@@ -1,0 +1,91 @@
+"""``python -m bench``: one command writes RESULTS.md/json with the interface's keys; a missing
+optional peer is a "skipped" entry, never a crash. Runs the real sections at their smallest sizes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_bench(out: Path, *args: str) -> tuple[dict, str]:
+    env = {**os.environ, "FACEVERIFY_BENCH_PROGRESS": "0"}
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(out), "--repeats", "1", *args],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads((out / "RESULTS.json").read_text()), (out / "RESULTS.md").read_text()
+
+
+def numbers(obj, path=""):
+    """Every numeric leaf of a JSON object, with its path."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from numbers(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from numbers(v, f"{path}[{i}]")
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield path, obj
+
+
+def assert_finite_non_negative(obj) -> None:
+    bad = [(p, v) for p, v in numbers(obj) if not math.isfinite(v) or v < 0]
+    assert not bad, bad
+
+
+def test_verify_and_gallery_with_dlib_missing(tmp_path):
+    res, md = run_bench(tmp_path, "--sections", "verify_pair,gallery", "--without-peer", "dlib", "--pairs", "4",
+                        "--gallery-sizes", "3000,30000")
+    vp = res["verify_pair"]
+    assert vp["faceverify_p50_ms"] > 0 and vp["faceverify_p95_ms"] >= vp["faceverify_p50_ms"]
+    # the peer is absent: its figures are missing and say why, the run did not fail
+    assert vp["dlib_p50_ms"] is None and vp["speedup"] is None
+    assert vp["skipped"].startswith("skipped") and "--without-peer dlib" in vp["skipped"]
+    assert res["sections"]["verify_pair"]["dlib"]["skipped"] == vp["skipped"]
+    assert any("dlib" in s for s in res["skipped"]) and "## Skipped" in md
+    sizes = res["sections"]["gallery"]["sizes"]
+    assert set(sizes) == {"3000", "30000"}
+    assert sizes["3000"]["index"]["type"] == "flat" and sizes["30000"]["index"]["type"] == "ivf"
+    for r in sizes.values():
+        assert r["p50_ms"] > 0 and 0 <= r["recall_at_1"] <= 1 and r["memory_gb"] > 0 and r["speedup_vs_numpy"] > 0
+    assert "gallery_1m" not in res  # no 1M gallery in this run
+    assert res["machine"]["usable_cpus"] >= 1 and res["versions"]["torch"]
+    assert_finite_non_negative({k: v for k, v in res.items() if k != "options"})
+    assert "faceverify_p50_ms" in json.dumps(res) and "# faceverify benchmarks (--quick)" in md
+
+
+@pytest.mark.skipif(importlib.util.find_spec("face_recognition") is None or importlib.util.find_spec("dlib") is None,
+                    reason="the dlib peer is not installed (bash bench/peers/install.sh)")
+def test_verify_pair_against_dlib(tmp_path):
+    res, md = run_bench(tmp_path, "--sections", "verify_pair", "--pairs", "2")
+    vp = res["verify_pair"]
+    assert vp["dlib_p50_ms"] > 0 and vp["speedup"] == pytest.approx(vp["dlib_p50_ms"] / vp["faceverify_p50_ms"], rel=0.01)
+    assert res["skipped"] == [] and res["headline"]["goals"][0]["met"] in (True, False)
+
+
+def test_model_sections_smallest(tmp_path):
+    """Sections 1, 2, 4, 6, 7 at their quick sizes (prep on 16 images): structure and sane numbers."""
+    res, md = run_bench(tmp_path, "--sections", "machine_limit,embedding,prep,service,training", "--prep-images", "16",
+                        "--without-peer", "dlib")
+    s = res["sections"]
+    assert not [n for n, v in s.items() if "error" in v]
+    assert s["machine_limit"]["gemm_fp32_gflops"]["median"] > 0
+    for row in s["machine_limit"]["backbones"]:
+        assert row["gflops_per_img"] > 0 and row["fraction_of_fp32_gemm_peak"] > 0
+    assert s["embedding"]["peer"]["batch32_img_s"]["median"] > 0 and s["embedding"]["ours"][0]["batch32_vs_peer"] > 0
+    assert s["prep"]["workers_1"]["images_per_s"]["median"] > 0 and s["prep"]["dlib"]["skipped"]
+    assert [r["concurrency"] for r in s["service"]["verify"]] == [1, 8, 32]
+    assert all(r["ok"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0 for r in s["service"]["verify"])
+    assert s["training"]["default_recipe"]["train_img_s"] > 0 and s["training"]["gpu_recipe_batch2"]["train_batch"] == 2
+    assert s["training"]["default_recipe"]["fraction_of_fp32_gemm_peak"] > 0  # derived from section 1
+    assert_finite_non_negative(s)
+    for title in ("Machine limit", "Embedding throughput", "faceverify prep", "/verify under load", "Training speed"):
+        assert title in md
