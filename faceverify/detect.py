@@ -175,14 +175,17 @@ class CachedDetector:
         return [[f for f in self._faces[k] if f.score >= threshold] for k in keys]
 
     def save(self) -> None:
-        """Write the cache atomically (a killed run keeps the previous file)."""
+        """Write the cache atomically (a killed run keeps the previous file), merged with the file's
+        current entries (several evaluations may share one cache)."""
         if not self._dirty:
             return
+        for key, faces in self._load().items():  # keep what a concurrent run saved meanwhile
+            self._faces.setdefault(key, faces)
         keys = list(self._faces)
         counts = np.array([len(self._faces[k]) for k in keys], dtype=np.int32)
         faces = [f for k in keys for f in self._faces[k]]
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp.npz")
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp.npz")
         np.savez(tmp, keys=np.array(keys), counts=counts,
                  boxes=np.array([f.box for f in faces], dtype=np.float32).reshape(-1, 4),
                  scores=np.array([f.score for f in faces], dtype=np.float32),

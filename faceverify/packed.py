@@ -21,7 +21,8 @@ FORMAT = "faceverify-packed/1"
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    # a per-process temporary name: two runs opening one cached set at once both rewrite its manifest
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with tmp.open("w") as fh:
         json.dump(obj, fh, indent=1)
         fh.flush()
