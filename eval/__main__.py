@@ -253,6 +253,18 @@ def run_lfw(args, command: str) -> dict:
              command=command)
     d["misclassified_pairs"] = misclassified(pairs, protocol, no_face_imgs)
     calibration = rep.calibration()
+    # the FAR thresholds come from every pair of the evaluated images (~29.6M impostor pairs on
+    # LFW), on the score the service computes: cosine of the flip-combined features, no centring
+    paths = list(dict.fromkeys(feats.paths))
+    wide = lfw.all_pairs_tar_at_far(feats.vectors(paths, args.flip), [p.split("/")[0] for p in paths])
+    for key, at in wide["tar_at_far"].items():
+        calibration["thresholds"][f"far_{float(key):.0e}".replace("e-0", "e-")] = at.threshold
+    calibration.update(
+        genuine_pairs=wide["genuine_pairs"], impostor_pairs=wide["impostor_pairs"],
+        tar_at_far={f"{float(k):.0e}".replace("e-0", "e-"): at.tar for k, at in wide["tar_at_far"].items()},
+        note=(f"accept when cosine > threshold; far_* thresholds: empirical impostor quantiles over all "
+              f"{wide['impostor_pairs']} different-identity pairs of the {len(paths)} images (identity = folder "
+              f"name); best_accuracy: SphereFace's best-accuracy threshold on the {d['pairs']} listed pairs"))
     d["calibration"] = calibration
     if spec != "dlib" and not args.no_calibration:
         target = model_file(spec).with_name("calibration.json")

@@ -255,3 +255,24 @@ def test_euclidean_metric_ignores_centring_and_norms():
     assert np.allclose(a.scores[:4], [-0.1, -0.2, -2.0, -2.5])
     assert a.mean == 1.0  # threshold between -0.2 and -2.0
     assert lfw.ten_fold(left, right, same, folds, center=False).mean == 0.5  # plain cosine: every pair scores 1
+
+
+def test_all_pairs_far_thresholds_match_brute_force():
+    """Calibration thresholds over every image pair (chunked, top impostors only) equal the
+    brute-force quantiles of the full impostor score list."""
+    from faceverify.evaluation.lfw import all_pairs_tar_at_far
+
+    rng = np.random.default_rng(0)
+    ids = np.repeat(np.arange(300), 5)
+    x = rng.normal(size=(300, 64))[ids] + 0.8 * rng.normal(size=(1500, 64))
+    result = all_pairs_tar_at_far(x, ids, fars=(1e-3, 1e-4), chunk=256)
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    iu = np.triu_indices(1500, 1)
+    scores, same = (xn @ xn.T)[iu], ids[iu[0]] == ids[iu[1]]
+    impostor = np.sort(scores[~same])[::-1]
+    assert (result["genuine_pairs"], result["impostor_pairs"]) == (same.sum(), (~same).sum())
+    for far in (1e-3, 1e-4):
+        threshold = impostor[int(np.floor(far * impostor.size))]
+        at = result["tar_at_far"][repr(far)]
+        assert at.threshold == pytest.approx(threshold, abs=1e-6)
+        assert at.tar == pytest.approx((scores[same] > threshold).mean(), abs=1e-3)
