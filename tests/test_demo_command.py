@@ -7,24 +7,24 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 from faceverify.verify import default_model_path
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_verify_with_the_embedded_default(lfw_images):
-    a = lfw_images / "Colin_Powell" / "Colin_Powell_0001.jpg"
-    b = lfw_images / "Colin_Powell" / "Colin_Powell_0002.jpg"
+def verify(a: Path, b: Path) -> dict:
     result = subprocess.run([sys.executable, "-m", "faceverify", "verify", str(a), str(b)], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    out = json.loads(result.stdout)
-    if default_model_path().exists():
-        assert {"similarity", "threshold", "same_person"} <= out.keys()
-    else:  # before a model ships: the detections and the aligned crops, and no invented verdict
-        assert "same_person" not in out and "does not exist yet" in out["note"]
-        for face in out["faces"]:
-            assert face["source"] == "mtcnn" and face["score"] >= 0.95
-            assert np.asarray(Image.open(face["aligned_crop"])).shape == (112, 96, 3)
+    return json.loads(result.stdout)
+
+
+def test_the_readme_pairs_get_the_right_verdicts_from_the_embedded_default(lfw_images):
+    """`make demo`: the shipped model (no --model) accepts Colin Powell vs Colin Powell and rejects
+    Colin Powell vs Serena Williams, at its calibrated threshold."""
+    assert default_model_path().exists(), "models/default is missing"
+    powell = lfw_images / "Colin_Powell" / "Colin_Powell_0001.jpg"
+    same = verify(powell, lfw_images / "Colin_Powell" / "Colin_Powell_0002.jpg")
+    different = verify(powell, lfw_images / "Serena_Williams" / "Serena_Williams_0001.jpg")
+    assert same["same_person"] is True and different["same_person"] is False
+    assert same["similarity"] > same["threshold"] > different["similarity"]
+    assert same["threshold_source"]["source"] == "calibration"
