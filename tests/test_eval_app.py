@@ -242,6 +242,6 @@ def test_ablation_report_table_and_curves(tmp_path, capsys):
         runs.append(str(run))
     assert eval_app.main(["ablation", *runs, "--out", str(tmp_path / "report")]) == 0
     table = (tmp_path / "report" / "ablation.md").read_text()
-    assert "| A-Softmax (m=4) | 0 | 20 | 86.00 | 87.00 ± 1.00 | 20.00 |" in table
+    assert "| A-Softmax (m=4) | 0 | 20 | 86.00 | — | 87.00 ± 1.00 | 20.00 |" in table
     assert "| softmax | 0 | 20 | 81.00 |" in table
     assert (tmp_path / "report" / "ablation_curves.png").stat().st_size > 10_000

@@ -3,7 +3,8 @@ View 2 accuracy) and every run's training curves in one figure.
 
 A run directory is what ``faceverify train`` writes (``config.yaml``, ``metrics.csv``, ``val.csv``)
 plus the evaluations ``scripts/ablation.sh`` adds: ``view1/view1.json`` (``faceverify eval
-lfw-view1``) and ``lfw/lfw.json`` (``faceverify eval lfw``).
+lfw-view1``), ``view1_nocenter/view1.json`` (the same with ``--no-center``: analysis only) and
+``lfw/lfw.json`` (``faceverify eval lfw``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def summarize_run(run_dir: str | Path) -> dict:
         raise DataNotFoundError(f"{run} is not a training run (no config.yaml); give the --out folders of `faceverify train`.")
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     view1, view2 = _read_json(run / "view1" / "view1.json"), _read_json(run / "lfw" / "lfw.json")
+    view1_raw = _read_json(run / "view1_nocenter" / "view1.json")
     metrics = _read_csv(run / "metrics.csv")
     summary = _read_json(run / "summary.json") or {}
     return {
@@ -59,6 +61,7 @@ def summarize_run(run_dir: str | Path) -> dict:
         "final_train_loss": float(metrics["loss"][-10:].mean()) if metrics else None,
         "final_train_accuracy": float(metrics["accuracy"][-10:].mean()) if metrics else None,
         "view1_accuracy": view1["accuracy_devtest"] if view1 else None,
+        "view1_accuracy_no_centring": view1_raw["accuracy_devtest"] if view1_raw else None,
         "view2_accuracy": view2["accuracy_mean"] if view2 else None,
         "view2_std": view2["accuracy_std"] if view2 else None,
         "view2_tar_far_1e-3": (view2 or {}).get("tar_at_far", {}).get("0.001"),
@@ -71,11 +74,12 @@ def _pct(x: float | None) -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| loss | seed | steps | LFW View 1 (DevTest) % | LFW View 2 10-fold % | final train acc % |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| loss | seed | steps | LFW View 1 (DevTest) % | View 1, no centring % | LFW View 2 10-fold % | "
+             "final train acc % |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         v2 = "—" if r["view2_accuracy"] is None else f"{_pct(r['view2_accuracy'])} ± {_pct(r['view2_std'])}"
-        lines.append(f"| {r['loss']} | {r['seed']} | {r['steps']} | {_pct(r['view1_accuracy'])} | {v2} | "
+        lines.append(f"| {r['loss']} | {r['seed']} | {r['steps']} | {_pct(r['view1_accuracy'])} | "
+                     f"{_pct(r['view1_accuracy_no_centring'])} | {v2} | "
                      f"{_pct(r['final_train_accuracy'])} |")
     return "\n".join(lines) + "\n"
 
