@@ -230,7 +230,7 @@ def finalize(dst: Path, n_chunks: int, options: PrepOptions, excluded: list[str]
         "format": FORMAT, "template": options.template, "pad": options.pad, "crop_size": [height, width],
         "classes": classes, "shards": kept_shards,
     })
-    tmp = dst / "failures.csv.tmp"
+    tmp = dst / f"failures.csv.{os.getpid()}.tmp"  # per process: two runs may finalise one cached set
     with tmp.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "reason", "detail"])

@@ -94,7 +94,7 @@ def _save_cache(path: Path, config: dict, entries: dict) -> None:
     if any(entries[p][1] is not None for p in paths):  # rows of NaN = mirrored features not computed
         nan = np.full(plain.shape[1], np.nan, np.float32)
         arrays["flipped"] = np.stack([nan if entries[p][1] is None else entries[p][1] for p in paths]).astype(np.float32)
-    tmp = path.with_name(path.name + ".tmp.npz")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
 
