@@ -4,7 +4,9 @@
 # View 2 (report) for each, and the table + curves (faceverify eval ablation).
 # Resumable: finished runs are skipped, interrupted ones continue from their last checkpoint.
 #
-#   bash scripts/ablation.sh [OUT=runs/ablation] [SEED=0] [LOSSES="softmax cosface ..."]
+#   bash scripts/ablation.sh                                   # the six losses, seed 0
+#   SEED=1 LOSSES="lsoftmax_m2 cosface" bash scripts/ablation.sh   # the two closest, second seed
+#   (OUT=runs/ablation, REPORT=docs/ablation by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-runs/ablation}"
@@ -45,6 +47,8 @@ done
 for loss in "${losses[@]}"; do
   dir="$out/$loss-seed$seed"
   [ -f "$dir/view1/view1.json" ] || $py -m eval lfw-view1 --model "$dir" --flip sum --out "$dir/view1"
+  [ -f "$dir/view1_nocenter/view1.json" ] ||  # analysis only: the protocol centres
+    $py -m eval lfw-view1 --model "$dir" --flip sum --no-center --out "$dir/view1_nocenter"
   [ -f "$dir/lfw/lfw.json" ] || $py -m eval lfw --model "$dir" --flip sum --no-calibration --out "$dir/lfw"
 done
-$py -m eval ablation "$out"/*-seed* --out "${REPORT:-docs/ablation}"
+$py -m eval ablation "$out"/*-seed*/ --out "${REPORT:-docs/ablation}"
