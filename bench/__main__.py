@@ -165,13 +165,17 @@ def md_machine_limit(s: dict) -> str:
         rows.append([r["label"], r["input"], fmt(r["gflops_per_img"], 2), fmt(v["fp32"]), fmt(v["fp32_channels_last"]),
                      fmt(v["bf16_channels_last"]), r["best_variant"], fmt(r["best_gflop_s"]), fmt(r["fraction_of_fp32_gemm_peak"], 2),
                      fmt(r["fp32_fraction_of_fp32_gemm_peak"], 2)])
-    return (f"fp32 GEMM peak (torch.matmul {s['gemm_n']}², {s['threads']} threads): **{fmt(s['gemm_fp32_gflops'])} GFLOP/s** "
-            f"(runs {s['gemm_fp32_gflops']['min']:.0f}–{s['gemm_fp32_gflops']['max']:.0f}); bf16 GEMM {fmt(s['gemm_bf16_gflops'])} GFLOP/s "
-            f"({x(s['bf16_gemm_speedup'])} fp32).\n\n"
+    by = s["gemm_fp32_by_library"]
+    names = {"torch_fp32": "torch.matmul (MKL)", "onednn_conv1x1_fp32": "torch 1x1 conv (oneDNN)", "numpy_fp32": "numpy (OpenBLAS)"}
+    return (f"fp32 GEMM peak ({s['gemm_n']}² products, {s['threads']} threads): **{fmt(s['gemm_fp32_gflops'])} GFLOP/s** by "
+            f"{names[s['gemm_fp32_source']]} (runs {s['gemm_fp32_gflops']['min']:.0f}–{s['gemm_fp32_gflops']['max']:.0f}); "
+            + ", ".join(f"{names[k]} {fmt(v)}" for k, v in by.items())
+            + f"; bf16 GEMM peak {fmt(s['gemm_bf16_gflops'])} GFLOP/s ({x(s['bf16_gemm_speedup'])} the fp32 peak; torch.matmul "
+            f"{fmt(s['gemm_bf16_by_library']['torch_bf16'])}, 1x1 conv {fmt(s['gemm_bf16_by_library']['onednn_conv1x1_bf16'])}).\n\n"
             + table(["network (batch 32)", "input", "GFLOPs/img", "fp32 img/s", "fp32 channels_last", "bf16 channels_last", "best",
                      "best GFLOP/s", "fraction of fp32 GEMM peak (best)", "fraction (fp32)"], rows)
             + "\n\nFraction of peak = img/s × GFLOPs/img ÷ fp32 GEMM GFLOP/s (FLOPs: torch.utils.flop_counter, multiply-add = 2); "
-              "above 1 means the bf16 units beat the fp32 GEMM peak.")
+              "above 1 means the bf16 units beat the fp32 GEMM peak (the JSON also has each network against the peak of its own dtype).")
 
 
 def md_embedding(s: dict) -> str:

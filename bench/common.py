@@ -201,7 +201,7 @@ def bench_model(tmp: Path) -> tuple[Path, dict]:
         from faceverify.checkpoint import load_backbone
 
         _, info = load_backbone(DEFAULT_MODEL_DIR)
-        return DEFAULT_MODEL_DIR, {"path": str(DEFAULT_MODEL_DIR.relative_to(REPO)), "trained": True, "backbone": info.backbone,
+        return DEFAULT_MODEL_DIR, {"path": str(DEFAULT_MODEL_DIR.relative_to(REPO)), "trained": True, "backbone": info.name,
                                    "template": info.template, "dim": info.embedding_dim}
     import torch
 

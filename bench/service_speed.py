@@ -60,7 +60,7 @@ def run(opts: dict) -> dict:
         result["in_process"] = in_process_latency(model, pairs, 2 if quick else 5)
         bar.update()
         t0 = time.perf_counter()
-        srv = Server(model, tmp / "gallery")
+        srv = Server(model, tmp / "gallery", *(["--torch-threads", str(opts["threads"])] if opts.get("threads") else []))
         result["server_start_s"] = round(time.perf_counter() - t0, 2)
         bar.update()
         rows = []
