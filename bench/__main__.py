@@ -208,7 +208,8 @@ def md_verify_pair(s: dict) -> str:
                 "\n\n**The model is untrained** (no models/default yet): faceverify's verdicts and accuracy mean nothing "
                 "here; only its latency, and dlib's accuracy, are meaningful.")
     return (f"{s['pairs']} pairs ({s['pair_selection']}), one at a time; faceverify threshold "
-            f"{fv['threshold']} ({fv['threshold_source']}), dlib tolerance 0.6.\n\n"
+            f"{fv['threshold']} ({fv['threshold_source']}, operating point {fv.get('operating_point')}), dlib tolerance 0.6 "
+            "(face_recognition's default).\n\n"
             + table(["system", "p50 ms/pair", "p95 ms/pair", "accuracy", "best-threshold accuracy (optimistic)", "pairs without face", "notes"], rows)
             + f"\n\n**Speedup (dlib p50 ÷ faceverify p50): {x(h['speedup'])}** (with 1 torch thread: {x(h['speedup_one_thread'])}); "
               "goal ≥ 2x." + acc_note)
@@ -281,7 +282,8 @@ def markdown(res: dict) -> str:
              f"{m['platform']}; Python {m['python']}; git {m['git']}.",
              f"**Versions**: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items()) + ".",
              f"**Load average** at start {load}, at end {res['load_avg_end']}"
-             + (" — **contended: other work shared the CPU; treat every figure as a lower bound**." if contended else "."), ""]
+             + (" — **the CPU was busy before the run started: other work may have shared it; treat the figures as lower "
+                "bounds** (each section's load average is given)." if contended else "."), ""]
     if res["model"] and not res["model"]["trained"]:
         lines += [f"**Model**: {res['model']['note']}.", ""]
     elif res["model"]:

@@ -162,6 +162,7 @@ def run(opts: dict) -> dict:
     bar.close()
     fv = summarise(rec["faceverify"]["lat"], rec["faceverify"]["verdict"], rec["faceverify"]["score"], rec["faceverify"]["found"], same)
     fv.update(torch_threads=threads, threshold=round(threshold.value, 4), threshold_source=threshold.source,
+              operating_point=threshold.operating_point,
               one_thread=percentiles_ms(one))
     result = {"pairs": len(pairs), "pairs_same": int(sum(same)),
               "pair_selection": "LFW View 2 fold 1, every second pair (150 same + 150 different when 300)",
