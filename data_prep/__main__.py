@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", action="append", default=[], help="file of identity names to leave out (e.g. lfw/lfw-names.txt); repeatable")
     p.add_argument("--no-casia-exclusions", action="store_true", help=f"keep CASIA ids {', '.join(CASIA_LFW_OVERLAP)} (LFW people)")
     p.add_argument("--chunk-size", type=int, default=256)
+    p.add_argument("--wide", action="store_true",
+                   help="also store each face on the 160x160 wide canvas (needed by distillation: teacher views)")
     return p
 
 
@@ -46,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = prepare_dataset(
             args.src, args.dst, template=args.template, pad=args.pad, workers=args.workers, landmarks=landmarks,
             compare_landmarks=compare, exclude=exclude, min_score=args.min_score, policy=args.policy, chunk_size=args.chunk_size,
+            wide=args.wide,
         )
     except FaceverifyError as exc:
         print(f"faceverify prep: {exc.message}", file=sys.stderr)

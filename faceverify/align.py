@@ -20,6 +20,13 @@ SPHEREFACE_112x96 = np.array(
 # ArcFace 112x112 (insightface arcface_dst) = the SphereFace points shifted by (112 - 96) / 2 in x.
 ARCFACE_112x112 = SPHEREFACE_112x96 + np.array([8.0, 0.0], dtype=np.float32)
 
+# The "wide" canvas: the SphereFace points scaled to a 40 px eye distance and centred in 160x160.
+# It holds both the 112x96 field of view and dlib's 150x150 chip (padding 0.25), so a training view
+# (a jittered similarity, colour, blur, JPEG) is made once on the canvas and cut from it for the
+# student and for a teacher alike: one detection, one augmentation, two alignments.
+WIDE_SCALE = 40.0 / float(np.linalg.norm(SPHEREFACE_112x96[1] - SPHEREFACE_112x96[0]))
+WIDE_160 = ((SPHEREFACE_112x96 - np.float32([47.5, 55.5])) * np.float32(WIDE_SCALE) + np.float32([79.5, 79.5])).astype(np.float32)
+
 # Templates rendered at a fraction of a full-size one: name -> (full-size template, factor). The
 # crop is warped at full size (with pad * factor) and then area-averaged down, so it is
 # anti-aliased and equals a downscaled full-size crop: training can reuse full-size packed crops.
@@ -32,6 +39,7 @@ TEMPLATES: dict[str, tuple[np.ndarray, tuple[int, int]]] = {
     "112x96": (SPHEREFACE_112x96, (112, 96)),
     "112x112": (ARCFACE_112x112, (112, 112)),
     "56x48": ((SPHEREFACE_112x96 + 0.5) / 2 - 0.5, (56, 48)),
+    "wide160": (WIDE_160, (160, 160)),
 }
 
 

@@ -30,18 +30,24 @@ def write_json_atomic(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def write_shard(root: Path, index: int, crops: np.ndarray, meta: dict) -> None:
-    """Write shard ``index``: pixels first, then its JSON, each atomically; a shard counts as
-    done only when its JSON exists, so a kill at any moment leaves either a whole shard or none."""
-    shard_dir = root / "shards"
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    npy = shard_dir / f"{index:06d}.npy"
-    tmp = shard_dir / f"{index:06d}.tmp.npy"
+def write_npy_atomic(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
     with tmp.open("wb") as fh:
-        np.save(fh, np.ascontiguousarray(crops, dtype=np.uint8))
+        np.save(fh, np.ascontiguousarray(array))
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, npy)
+    os.replace(tmp, path)
+
+
+def write_shard(root: Path, index: int, crops: np.ndarray, meta: dict, extra: dict[str, np.ndarray] | None = None) -> None:
+    """Write shard ``index``: pixels (and ``extra`` arrays, ``NNNNNN.<name>.npy``) first, then its
+    JSON, each atomically; a shard counts as done only when its JSON exists, so a kill at any
+    moment leaves either a whole shard or none."""
+    shard_dir = root / "shards"
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    write_npy_atomic(shard_dir / f"{index:06d}.npy", crops.astype(np.uint8, copy=False))
+    for name, array in (extra or {}).items():
+        write_npy_atomic(shard_dir / f"{index:06d}.{name}.npy", array.astype(np.uint8, copy=False))
     write_json_atomic(shard_dir / f"{index:06d}.json", meta)
 
 
@@ -82,7 +88,7 @@ class PackedFaces:
         labels, offsets, self.paths = [], [0], []
         for k in self._shards:
             meta = read_shard_meta(self.root, k)
-            labels.extend(class_index[name] for name in meta["identities"])
+            labels.extend(class_index.get(name, -1) for name in meta["identities"])  # "" (unlabelled) -> -1
             self.paths.extend(meta["paths"])
             offsets.append(offsets[-1] + len(meta["identities"]))
         self.labels = np.asarray(labels, dtype=np.int64)

@@ -37,21 +37,30 @@ class PrepOptions:
     chunk_size: int = 256
     landmarks: dict = field(default_factory=dict)  # relative path -> (5, 2), used instead of MTCNN
     compare_landmarks: dict = field(default_factory=dict)  # relative path -> (5, 2) reference points
+    wide: bool = False  # also store the 160x160 "wide160" canvas of each face (for teacher views)
 
     def fingerprint(self) -> dict:
         return {"template": self.template, "pad": self.pad, "min_score": self.min_score, "policy": self.policy,
-                "chunk_size": self.chunk_size, "landmarks": len(self.landmarks), "compare_landmarks": len(self.compare_landmarks)}
+                "chunk_size": self.chunk_size, "landmarks": len(self.landmarks), "compare_landmarks": len(self.compare_landmarks),
+                "wide": self.wide}
+
+
+UNLABELLED = ""  # the identity of images that sit directly in a source folder (no identity label)
 
 
 def scan_identities(sources: list[Path], exclude: set[str]) -> tuple[list[tuple[str, str, str, str]], list[str]]:
     """Work items ``(absolute path, path within its source, identity, recorded path)`` in a fixed
     order, and the excluded identities. With several sources, identities and recorded paths are
-    prefixed by the source folder name; landmark files are looked up by the path within the source."""
+    prefixed by the source folder name; landmark files are looked up by the path within the source.
+    Images directly inside a source folder are unlabelled faces (identity ``UNLABELLED``)."""
     items, excluded = [], []
     for src in sources:
         if not src.is_dir():
             raise DataNotFoundError(f"source folder {src} does not exist (expected <identity>/<image> folders).")
         prefix = f"{src.name}/" if len(sources) > 1 else ""
+        for path in sorted(p for p in src.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS):
+            rel = path.relative_to(src).as_posix()
+            items.append((str(path), rel, UNLABELLED, prefix + rel))
         for ident_dir in sorted(p for p in src.iterdir() if p.is_dir()):
             if normalise_name(ident_dir.name) in exclude:
                 excluded.append(prefix + ident_dir.name)
@@ -85,17 +94,19 @@ def _init_worker(options: PrepOptions, threads: int) -> None:
     torch.set_num_threads(threads)
     _worker["options"] = options
     _worker["aligner"] = FaceAligner(FaceDetector(min_score=0.0), options.template, options.pad, options.policy)
+    _worker["wide"] = FaceAligner(_worker["aligner"].detector, "wide160", 0) if options.wide else None
 
 
 def _process_chunk(args: tuple[int, list[tuple[str, str, str, str]], str]) -> tuple[int, int]:
     index, chunk, dst = args
     options: PrepOptions = _worker["options"]
     aligner: FaceAligner = _worker["aligner"]
-    crops, identities, paths, failures, nme, offsets = [], [], [], [], [], []
+    crops, wide, identities, paths, failures, nme, offsets, points, digests = [], [], [], [], [], [], [], [], []
     sources = {"mtcnn": 0, "landmarks": 0}
     for abs_path, rel, identity, recorded in chunk:
         try:
-            image = load_image(abs_path)
+            data = Path(abs_path).read_bytes()
+            image = load_image(data)
             given = options.landmarks.get(rel)
             if given is not None:
                 aligned = aligner.align(image, given)
@@ -118,13 +129,18 @@ def _process_chunk(args: tuple[int, list[tuple[str, str, str, str]], str]) -> tu
             failures.append([recorded, exc.code, exc.message])
             continue
         crops.append(aligned.crop)
+        if options.wide:
+            wide.append(_worker["wide"].align(image, aligned.landmarks).crop)
         identities.append(identity)
         paths.append(recorded)
+        points.append(np.round(aligned.landmarks.astype(np.float64), 2).tolist())
+        digests.append(hashlib.sha1(data).hexdigest())  # content key: duplicates and teacher caches
         sources[aligned.source] += 1
     _, (height, width) = template_points(options.template, options.pad)
     pixels = np.stack(crops) if crops else np.zeros((0, height, width, 3), np.uint8)
-    write_shard(Path(dst), index, pixels, {"identities": identities, "paths": paths, "failures": failures, "nme": nme,
-                                                     "offsets": offsets, "sources": sources})
+    extra = {"wide": np.stack(wide) if wide else np.zeros((0, 160, 160, 3), np.uint8)} if options.wide else {}
+    write_shard(Path(dst), index, pixels, {"identities": identities, "paths": paths, "landmarks": points, "sha1": digests,
+                                          "failures": failures, "nme": nme, "offsets": offsets, "sources": sources}, extra)
     return index, len(chunk)
 
 
@@ -149,6 +165,7 @@ def prepare_dataset(
     policy: str = "largest_central",
     chunk_size: int = 256,
     progress: bool = True,
+    wide: bool = False,
 ) -> dict:
     """Prepare (or finish preparing) ``dst`` from one or more identity folders; returns the summary.
 
@@ -158,7 +175,7 @@ def prepare_dataset(
     sources = [Path(s) for s in (src if isinstance(src, (list, tuple)) else [src])]
     dst = Path(dst)
     exclude = {normalise_name(n) for n in (exclude if exclude is not None else CASIA_LFW_OVERLAP)}
-    options = PrepOptions(template, pad, min_score, policy, chunk_size, landmarks or {}, compare_landmarks or {})
+    options = PrepOptions(template, pad, min_score, policy, chunk_size, landmarks or {}, compare_landmarks or {}, wide)
     template_points(template)  # validates the name before any work
     items, excluded = scan_identities(sources, exclude)
     if not items:
@@ -224,11 +241,13 @@ def finalize(dst: Path, n_chunks: int, options: PrepOptions, excluded: list[str]
             sources[key] = sources.get(key, 0) + n
         if meta["identities"]:
             kept_shards.append(k)
+    unlabelled = identities_seen.pop(UNLABELLED, 0)
     classes = sorted(identities_seen)
     _, (height, width) = template_points(options.template, options.pad)
     write_json_atomic(dst / "manifest.json", {
         "format": FORMAT, "template": options.template, "pad": options.pad, "crop_size": [height, width],
-        "classes": classes, "shards": kept_shards,
+        "classes": classes, "shards": kept_shards, "wide": options.wide,
+        "sources": {s.name: str(s) for s in map(Path, json.loads((dst / "plan.json").read_text())["sources"])},
     })
     tmp = dst / f"failures.csv.{os.getpid()}.tmp"  # per process: two runs may finalise one cached set
     with tmp.open("w", newline="") as fh:
@@ -236,12 +255,13 @@ def finalize(dst: Path, n_chunks: int, options: PrepOptions, excluded: list[str]
         writer.writerow(["path", "reason", "detail"])
         writer.writerows(failures)
     os.replace(tmp, dst / "failures.csv")
-    kept = sum(identities_seen.values())
+    kept = sum(identities_seen.values()) + unlabelled
     reasons: dict[str, int] = {}
     for _, reason, _ in failures:
         reasons[reason] = reasons.get(reason, 0) + 1
     summary = {
         "identities": len(classes),
+        "images_unlabelled": unlabelled,
         "identities_excluded": excluded,
         "images_total": kept + len(failures),
         "images_kept": kept,
