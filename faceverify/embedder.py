@@ -1,16 +1,16 @@
 """The Embedder protocol: images in, float vectors out, batched. Evaluation and the service talk
 only to this interface; implementations: a faceverify checkpoint (PyTorch), an ONNX file, and the
-optional dlib peer (``bench.peers.dlib_adapter``)."""
+optional dlib descriptor (``faceverify.dlib_embedder``, the ``[dlib]`` extra)."""
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from .align import align_face
 from .errors import CheckpointError, ConfigError
 from .pipeline import AlignedFace, FaceAligner
 
@@ -47,8 +47,13 @@ class EmbedBatch:
 class Embedder(Protocol):
     name: str
     dim: int  # length of EmbedBatch.vectors rows
+    flip: str  # "none" | "sum" | "concat"
 
     def embed(self, images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray | None] | None = None) -> EmbedBatch: ...
+
+    def crop_from_landmarks(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray: ...
+
+    def embed_crops(self, crops) -> np.ndarray: ...
 
 
 class _CropEmbedder:
@@ -74,6 +79,10 @@ class _CropEmbedder:
         plain = self.embed_crops(crops)
         flipped = self.embed_crops(crops[:, :, ::-1]) if self.flip != "none" else None
         return EmbedBatch(plain, faces, flipped, self.flip)
+
+    def crop_from_landmarks(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """The model's own aligned crop for five given points (e.g. a teacher view)."""
+        return align_face(image, landmarks, self.aligner.template)
 
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 aligned crops -> (N, feature_dim) float32."""
@@ -142,11 +151,9 @@ def load_embedder(spec: str | Path, **kwargs) -> Embedder:
     """``"dlib"`` (optional peer), an ``.onnx`` file, or a faceverify checkpoint / model directory."""
     spec_str = str(spec)
     if spec_str == "dlib":
-        try:
-            module = importlib.import_module("bench.peers.dlib_adapter")
-        except ImportError as exc:
-            raise ConfigError(f"the dlib peer is not installed ({exc}); run `bash bench/peers/install.sh`.") from exc
-        return module.DlibEmbedder(**kwargs)
+        from .dlib_embedder import DlibEmbedder  # raises a ConfigError naming the install when dlib is absent
+
+        return DlibEmbedder(**kwargs)
     path = Path(spec)
     if not path.exists():
         raise CheckpointError(f"model {path} does not exist; give a checkpoint (.pt), a model directory, an .onnx file or 'dlib'.")

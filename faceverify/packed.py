@@ -85,11 +85,14 @@ class PackedFaces:
         self.classes: list[str] = manifest["classes"]
         self._shards: list[int] = manifest["shards"]
         class_index = {name: i for i, name in enumerate(self.classes)}
-        labels, offsets, self.paths = [], [0], []
+        labels, offsets, self.paths, self.sha1 = [], [0], [], []
+        self.has_wide = bool(manifest.get("wide"))
+        self.sources: dict[str, str] = manifest.get("sources", {})
         for k in self._shards:
             meta = read_shard_meta(self.root, k)
             labels.extend(class_index.get(name, -1) for name in meta["identities"])  # "" (unlabelled) -> -1
             self.paths.extend(meta["paths"])
+            self.sha1.extend(meta.get("sha1", [""] * len(meta["identities"])))
             offsets.append(offsets[-1] + len(meta["identities"]))
         self.labels = np.asarray(labels, dtype=np.int64)
         self._offsets = np.asarray(offsets, dtype=np.int64)
@@ -110,18 +113,31 @@ class PackedFaces:
     def __len__(self) -> int:
         return int(self._offsets[-1])
 
-    def _array(self, pos: int) -> np.ndarray:
-        arr = self._arrays.get(pos)
+    def _array(self, pos: int, kind: str = "") -> np.ndarray:
+        arr = self._arrays.get((pos, kind))
         if arr is None:
-            arr = np.load(self.root / "shards" / f"{self._shards[pos]:06d}.npy", mmap_mode="r")
-            self._arrays[pos] = arr
+            suffix = f".{kind}" if kind else ""
+            arr = np.load(self.root / "shards" / f"{self._shards[pos]:06d}{suffix}.npy", mmap_mode="r")
+            self._arrays[(pos, kind)] = arr
         return arr
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+    def _locate(self, i: int) -> tuple[int, int]:
         if not 0 <= i < len(self):
             raise IndexError(i)
         pos = int(np.searchsorted(self._offsets, i, side="right") - 1)
-        crop = np.array(self._array(pos)[i - self._offsets[pos]])
+        return pos, int(i - self._offsets[pos])
+
+    def wide(self, i: int) -> np.ndarray:
+        """Face ``i`` on the 160x160 ``wide160`` canvas (sets prepared with ``--wide``)."""
+        if not self.has_wide:
+            raise DataNotFoundError(f"{self.root} was prepared without wide canvases; prepare it again with "
+                                    f"`faceverify prep ... --wide` (needed by distillation).")
+        pos, j = self._locate(i)
+        return np.array(self._array(pos, "wide")[j])
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        pos, j = self._locate(i)
+        crop = np.array(self._array(pos)[j])
         if self.downscale > 1:
             crop = downscale_crop(crop, self.downscale)
         return crop, int(self.labels[i])

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from faceverify.backbones import build_backbone
 from faceverify.checkpoint import inference_state, load_checkpoint, save_checkpoint
+from faceverify.distill import DistillFaces, DistillLoss, TeacherTargets, centred_targets, select_faces
 from faceverify.errors import ConfigError, FaceverifyError
 from faceverify.losses import MarginLoss, build_head
 from faceverify.training import dist as fdist
@@ -87,14 +88,26 @@ def build_optimizer(cfg: dict, params) -> torch.optim.Optimizer:
 
 
 class TrainNet(nn.Module):
-    """Backbone + head in one module, so DDP all-reduces both."""
+    """Backbone + head (+ the distillation projection) in one module, so DDP all-reduces them all."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module):
+    def __init__(self, backbone: nn.Module, head: nn.Module, distill: nn.Module | None = None):
         super().__init__()
-        self.backbone, self.head = backbone, head
+        self.backbone, self.head, self.distill = backbone, head, distill
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor):
-        return self.head(self.backbone(x), labels)
+        embedding = self.backbone(x)
+        # unlabelled faces (-1) pass through the head with class 0; their loss is masked out
+        return self.head(embedding, labels.clamp(min=0)), embedding
+
+
+def margin_loss(loss_fn: MarginLoss, output, labels: torch.Tensor) -> torch.Tensor:
+    """The margin loss over the labelled faces of the batch (0, still in the graph, when none are)."""
+    mask = labels >= 0
+    if bool(mask.all()):
+        return loss_fn(output, labels)
+    if not bool(mask.any()):
+        return output.logits.sum() * 0.0
+    return loss_fn(type(output)(output.logits[mask], output.cos_logits[mask]), labels[mask])
 
 
 # ---- the run -----------------------------------------------------------------------------------
@@ -131,14 +144,25 @@ def run(args: argparse.Namespace) -> int:
     seed = int(cfg["seed"])
     seed_everything(seed)
 
-    # data: the main process prepares (or finds) the packed set, the others wait and open it
+    # data: the main process prepares (or finds) the packed set (and teacher targets), the others wait
+    kcfg = cfg["distill"]
+    distilling = bool(kcfg["teacher"])
     if info.is_main:
-        faces = open_training_set(dcfg, progress=True)
+        faces = open_training_set(dcfg, progress=True, wide=distilling)
+        if distilling:
+            TeacherTargets(faces, kcfg["teacher"], int(kcfg["views"]), kcfg["teacher_kwargs"]).build(int(kcfg["workers"]))
     fdist.barrier(info)
     if not info.is_main:
-        faces = open_training_set(dcfg, progress=False, prepare=False)
+        faces = open_training_set(dcfg, progress=False, prepare=False, wide=distilling)
     crop = template_size(dcfg["template"])
-    dataset = AugmentedFaces(faces, crop, flip=dcfg["flip"], random_crop=dcfg["random_crop"], seed=seed)
+    if distilling:
+        indices, labels, classes = select_faces(faces, [Path(s).name for s in dcfg["sources"]], int(kcfg["min_images"]))
+        targets, _ = centred_targets(np.asarray(TeacherTargets(faces, kcfg["teacher"], int(kcfg["views"]), kcfg["teacher_kwargs"]).load()))
+        dataset = DistillFaces(faces, targets, indices, labels, dcfg["template"], seed=seed)
+        num_classes = max(1, len(classes))
+    else:
+        dataset = AugmentedFaces(faces, crop, flip=dcfg["flip"], random_crop=dcfg["random_crop"], seed=seed)
+        classes, num_classes = list(faces.classes), faces.num_classes
     sampler = ResumableSampler(dataset, info.world_size, info.rank, seed=seed)
     steps_per_epoch = len(sampler) // batch
     if steps_per_epoch < 1:
@@ -148,8 +172,11 @@ def run(args: argparse.Namespace) -> int:
     mcfg, hcfg = cfg["model"], cfg["head"]
     backbone_kwargs = {"embedding_dim": int(mcfg["embedding_dim"]), "input_size": list(crop), **(mcfg.get("kwargs") or {})}
     backbone = build_backbone(mcfg["backbone"], **backbone_kwargs)
-    head = build_head(hcfg["name"], int(mcfg["embedding_dim"]), faces.num_classes, **(hcfg.get("kwargs") or {}))
-    net = TrainNet(backbone, head).to(info.device)
+    head = build_head(hcfg["name"], int(mcfg["embedding_dim"]), num_classes, **(hcfg.get("kwargs") or {}))
+    distill_loss = (DistillLoss(int(mcfg["embedding_dim"]), int(targets.shape[2]), float(kcfg["cosine"]), float(kcfg["relational"]),
+                                kcfg["projection"]) if distilling else None)
+    margin_weight = float(kcfg["margin"]) if distilling else 1.0
+    net = TrainNet(backbone, head, distill_loss).to(info.device)
     loss_fn = MarginLoss(reg_lambda=float(hcfg.get("regularizer") or 0.0))
     lamb = LambdaSchedule(**hcfg["lambda"]) if head.lamb_supported and hcfg.get("lambda") else None
     ocfg, scfg = cfg["optim"], cfg["schedule"]
@@ -159,6 +186,9 @@ def run(args: argparse.Namespace) -> int:
     scheduler = WarmupLR(optimizer, scfg["kind"], steps, warmup, float(scfg["warmup_start"]),
                          scfg.get("milestones") or (), float(scfg["gamma"]), float(scfg["power"]), float(scfg["min_lr"]))
     use_amp = bool(tcfg["amp"])
+    channels_last = bool(tcfg["channels_last"])
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
     cuda = info.device.type == "cuda"
     amp_dtype = torch.float16 if cuda else torch.bfloat16  # fp16 + GradScaler on CUDA, bf16 autocast on CPU
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and cuda)
@@ -166,12 +196,14 @@ def run(args: argparse.Namespace) -> int:
     step = 0
     if args.resume:
         state = load_checkpoint(last, map_location=info.device)
-        if state["backbone"]["name"] != mcfg["backbone"] or state["head"]["num_classes"] != faces.num_classes:
+        if state["backbone"]["name"] != mcfg["backbone"] or state["head"]["num_classes"] != num_classes:
             raise ConfigError(f"{last} was trained with backbone {state['backbone']['name']!r} / "
                               f"{state['head']['num_classes']} classes; the recipe now says {mcfg['backbone']!r} / "
-                              f"{faces.num_classes}. Resume with the run's own config ({out / 'config.yaml'}).")
+                              f"{num_classes}. Resume with the run's own config ({out / 'config.yaml'}).")
         backbone.load_state_dict(state["model"])
         head.load_state_dict(state["head"]["state"])
+        if distill_loss is not None and state.get("distill_state") is not None:
+            distill_loss.load_state_dict(state["distill_state"])
         optimizer.load_state_dict(state["optimizer"])
         # positions come from the checkpoint, schedule parameters from the recipe, so that
         # `--resume --set train.steps=N` extends a run (the saved recipe is OUT/config.yaml)
@@ -203,13 +235,15 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
         n_params = sum(p.numel() for p in backbone.parameters())
-        print(f"train: {len(dataset)} images, {faces.num_classes} identities; {mcfg['backbone']} ({n_params / 1e6:.2f}M params) "
+        labelled = int((dataset.labels >= 0).sum())
+        print(f"train: {len(dataset)} images ({labelled} labelled), {num_classes} identities; {mcfg['backbone']} ({n_params / 1e6:.2f}M params) "
               f"+ {hcfg['name']} head; batch {total_batch} total = {info.world_size} process(es) x {batch}; "
               f"{steps_per_epoch} steps/epoch; steps {step} -> {steps}; device {info.device}"
               f"{f' ({info.backend})' if info.backend else ''}; amp {'on (' + str(amp_dtype).split('.')[-1] + ')' if use_amp else 'off'}",
               flush=True)
     logger = MetricsLogger(out, enabled=info.is_main, resume_step=step if args.resume else None,
-                           tensorboard=bool(tcfg.get("tensorboard", True)))
+                           tensorboard=bool(tcfg.get("tensorboard", True)),
+                           extra_columns=("distill_cos", "distill_rel") if distilling else ())
 
     log_every, ckpt_every, val_every = int(tcfg["log_every"]), int(tcfg["checkpoint_every"]), int(vcfg["every"])
     keep_every = int(tcfg.get("keep_every") or 0)
@@ -220,8 +254,9 @@ def run(args: argparse.Namespace) -> int:
         if info.is_main:
             state = inference_state(mcfg["backbone"], backbone_kwargs, dcfg["template"], fdist.unwrap(net).backbone)
             state.update({
-                "head": {"name": hcfg["name"], "num_classes": faces.num_classes, "classes": list(faces.classes),
+                "head": {"name": hcfg["name"], "num_classes": num_classes, "classes": list(classes),
                          "state": head.state_dict()},
+                "distill_state": distill_loss.state_dict() if distill_loss is not None else None,
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "lambda_state": lamb.state_dict() if lamb is not None else None, "step": step_now,
                 "epoch": step_now // steps_per_epoch, "rng": rngs, "config": copy.deepcopy(cfg),
@@ -235,22 +270,30 @@ def run(args: argparse.Namespace) -> int:
     bar = tqdm(total=steps, initial=step, desc="train", unit="step", disable=not info.is_main, dynamic_ncols=True)
     window_loss = window_acc = 0.0
     window_n = 0
+    window_extra: dict[str, float] = {}
     window_start = time.perf_counter()
     started = time.perf_counter()
     start_step = step
     first_loss = last_loss = None
     model.train()
     while step < steps:
-        for x, y in loader:
-            x = x.to(info.device, non_blocking=True)
-            y = y.to(info.device, non_blocking=True)
+        for batch_data in loader:
+            x = batch_data[0].to(info.device, non_blocking=True)
+            y = batch_data[1].to(info.device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             lamb_now = lamb.step() if lamb is not None else 0.0  # Caffe: iter += 1, then lambda(iter)
             if lamb is not None:
                 head.lamb = lamb_now
             lr_now = optimizer.param_groups[0]["lr"]
             with torch.autocast(info.device.type, dtype=amp_dtype, enabled=use_amp):
-                output = model(x, y)
-            loss = loss_fn(output, y)
+                output, embedding = model(x, y)
+            loss = margin_weight * margin_loss(loss_fn, output, y) if margin_weight > 0 else output.logits.sum() * 0.0
+            if distilling:
+                d_loss, parts = fdist.unwrap(model).distill(embedding, batch_data[2].to(info.device, non_blocking=True))
+                loss = loss + d_loss
+                for key, value in parts.items():
+                    window_extra[key] = window_extra.get(key, 0.0) + float(value)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if clip > 0:
@@ -264,19 +307,22 @@ def run(args: argparse.Namespace) -> int:
                 raise FaceverifyError(f"the loss became {loss.item()} at step {step}; lower the learning rate, enable "
                                       "grad clipping, or (A-Softmax) anneal lambda more slowly (larger lambda_min).")
             window_loss += loss.item()
-            window_acc += (output.cos_logits.argmax(1) == y).float().mean().item()  # accuracy with m = 1 logits
+            labelled_mask = y >= 0
+            window_acc += ((output.cos_logits.argmax(1) == y) & labelled_mask).float().sum().item() / max(1, int(labelled_mask.sum()))
             window_n += 1
             if step % log_every == 0 or step == steps:
                 stats = fdist.all_reduce_mean(torch.tensor([window_loss / window_n, window_acc / window_n]), info).tolist()
                 elapsed = time.perf_counter() - window_start
                 img_s = window_n * total_batch / elapsed if elapsed > 0 else 0.0
-                logger.log_train(step, stats[0], stats[1], lr_now, lamb_now, img_s)
+                extra = {k: v / window_n for k, v in window_extra.items()}
+                logger.log_train(step, stats[0], stats[1], lr_now, lamb_now, img_s, extra)
                 bar.set_postfix(loss=f"{stats[0]:.3f}", acc=f"{stats[1]:.3f}", lam=f"{lamb_now:.3g}", lr=f"{lr_now:.3g}",
                                 img_s=f"{img_s:.0f}")
                 first_loss = stats[0] if first_loss is None else first_loss
                 last_loss = stats[0]
                 window_loss = window_acc = 0.0
                 window_n = 0
+                window_extra = {}
                 window_start = time.perf_counter()
             bar.update(1)
             if val_every and step % val_every == 0:

@@ -30,6 +30,22 @@ DEFAULTS: dict = {
         "workers": 2,  # DataLoader worker processes
         "flip": True,
         "random_crop": True,
+        # where each source comes from, shown when one is missing: name -> "owner/repo@commit path"
+        "origins": {},
+        "extra_root": None,  # folder of sources that are not under the shared train root; default $FACEVERIFY_EXTRA_FACES
+    },
+    # Distillation (faceverify.distill): a teacher embedder labels views of every face; the student
+    # matches its centred targets, and the margin head (weight ``margin``) trains on labelled faces.
+    "distill": {
+        "teacher": None,  # load_embedder spec: "dlib", a .onnx file, a faceverify model; None = off
+        "teacher_kwargs": {},
+        "views": 2,  # views per face the teacher labels (0: as detected, 1: mirrored, 2+: augmented)
+        "workers": 2,  # processes computing teacher targets (once; cached beside the packed set)
+        "cosine": 1.0,  # weight of 1 - cos(P s, t)
+        "relational": 0.0,  # weight of the pairwise-similarity term
+        "projection": None,  # a linear map s -> teacher dim (None: only when the dimensions differ)
+        "margin": 1.0,  # weight of the margin loss on labelled faces (0: distillation only)
+        "min_images": 3,  # identities with fewer faces have no class: distillation only
     },
     "model": {"backbone": "sphereface20", "embedding_dim": 512, "kwargs": {}},
     "head": {
@@ -46,6 +62,7 @@ DEFAULTS: dict = {
         "steps": 28000,
         "batch_size": 512,  # TOTAL over all processes; each process takes batch_size / world_size
         "amp": False,  # fp16 + GradScaler on CUDA, bf16 autocast on CPU
+        "channels_last": False,  # NHWC memory format (oneDNN/cuDNN convolutions are faster with it)
         "device": "auto",
         "threads": 0,  # CPU threads of the node, split among its processes (0 = torch's default)
         "log_every": 10,
@@ -57,7 +74,7 @@ DEFAULTS: dict = {
 }
 
 # keys whose values are free-form dicts (not checked against DEFAULTS)
-FREE = {("model", "kwargs"), ("head", "kwargs"), ("head", "lambda")}
+FREE = {("model", "kwargs"), ("head", "kwargs"), ("head", "lambda"), ("data", "origins"), ("distill", "teacher_kwargs")}
 
 
 def _merge(base: dict, new: dict, path: tuple = ()) -> dict:
@@ -126,12 +143,18 @@ def validate(cfg: dict) -> None:
             raise ConfigError(f"train.{key} must be >= 1 (got {train[key]}).")
     if int(data["pad"]) < 0:
         raise ConfigError(f"data.pad must be >= 0 (got {data['pad']}).")
+    distill = cfg["distill"]
+    if distill["teacher"]:
+        if int(distill["views"]) < 1:
+            raise ConfigError(f"distill.views must be >= 1 (got {distill['views']}).")
+        if float(distill["cosine"]) <= 0 and float(distill["relational"]) <= 0:
+            raise ConfigError("distill.cosine or distill.relational must be > 0 when distill.teacher is set.")
 
 
 # keys that change where or how fast a run goes, not what it learns
-_NOT_RECIPE = {("train", "device"), ("train", "threads"), ("train", "log_every"), ("train", "checkpoint_every"),
+_NOT_RECIPE = {("train", "device"), ("train", "channels_last"), ("train", "threads"), ("train", "log_every"), ("train", "checkpoint_every"),
                ("train", "keep_every"), ("train", "tensorboard"), ("data", "cache_dir"), ("data", "prep_workers"),
-               ("data", "workers")}
+               ("data", "workers"), ("data", "origins"), ("data", "extra_root"), ("distill", "workers")}
 
 
 def recipe_hash(cfg: dict) -> str:

@@ -65,25 +65,30 @@ class MetricsLogger:
     """``DIR/metrics.csv`` (exactly COLUMNS), ``DIR/val.csv``, TensorBoard in ``DIR/tb`` and
     ``DIR/training_curve.png`` at :meth:`close`. A no-op on non-main processes."""
 
-    def __init__(self, out_dir: Path, enabled: bool = True, resume_step: int | None = None, tensorboard: bool = True):
+    def __init__(self, out_dir: Path, enabled: bool = True, resume_step: int | None = None, tensorboard: bool = True,
+                 extra_columns: tuple[str, ...] = ()):
         self.out_dir, self.enabled = Path(out_dir), enabled
+        self.extra_columns = tuple(extra_columns)
         self.train = self.val = self.tb = None
         if not enabled:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.train = CsvLog(self.out_dir / "metrics.csv", COLUMNS, resume_step)
+        self.train = CsvLog(self.out_dir / "metrics.csv", COLUMNS + list(self.extra_columns), resume_step)
         self.val = CsvLog(self.out_dir / "val.csv", ["step", "pairs", "accuracy", "threshold", "auc"], resume_step)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(self.out_dir / "tb"), purge_step=resume_step + 1 if resume_step is not None else None)
 
-    def log_train(self, step: int, loss: float, accuracy: float, lr: float, lamb: float, images_per_s: float | None = None) -> None:
+    def log_train(self, step: int, loss: float, accuracy: float, lr: float, lamb: float, images_per_s: float | None = None,
+                  extra: dict | None = None) -> None:
         if not self.enabled:
             return
-        self.train.write({"step": step, "loss": loss, "accuracy": accuracy, "lr": lr, "lambda": lamb})
+        extra = {k: v for k, v in (extra or {}).items() if k in self.extra_columns}
+        self.train.write({"step": step, "loss": loss, "accuracy": accuracy, "lr": lr, "lambda": lamb, **extra})
         if self.tb is not None:
-            for key, value in (("loss", loss), ("accuracy", accuracy), ("lr", lr), ("lambda", lamb), ("images_per_s", images_per_s)):
+            for key, value in (("loss", loss), ("accuracy", accuracy), ("lr", lr), ("lambda", lamb), ("images_per_s", images_per_s),
+                               *extra.items()):
                 if value is not None:
                     self.tb.add_scalar(f"train/{key}", value, step)
 
@@ -118,9 +123,12 @@ def plot_curves(out_dir: Path) -> Path | None:
         return None
     steps = [int(r["step"]) for r in rows]
     fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-    for ax, key in zip(axes.flat, COLUMNS[1:]):
-        ax.plot(steps, [float(r[key]) for r in rows], lw=1)
-        ax.set_title(key if key != "accuracy" else "training accuracy (cos logits)")
+    keys = COLUMNS[1:]
+    if "distill_cos" in rows[0] and not any(float(r["lambda"] or 0) > 0 for r in rows):
+        keys = keys[:-1] + ["distill_cos"]  # a distillation run: the teacher agreement instead of an unused lambda
+    for ax, key in zip(axes.flat, keys):
+        ax.plot(steps, [float(r[key] or "nan") for r in rows], lw=1)
+        ax.set_title({"accuracy": "training accuracy (cos logits)", "distill_cos": "cosine to centred teacher targets"}.get(key, key))
         ax.set_xlabel("step")
         if key == "lambda" and any(float(r[key]) > 0 for r in rows):
             ax.set_yscale("log")

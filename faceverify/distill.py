@@ -1,0 +1,326 @@
+"""Distillation from a teacher embedder into a student network.
+
+Three parts, each usable on its own:
+
+* **Views.** A view of a training face is a deterministic augmentation of its 160x160 wide canvas
+  (``align.WIDE_160``, stored by ``faceverify prep --wide``): low resolution, blur, colour, grey,
+  JPEG quality, then a jittered similarity (scale, rotation, shift) applied to the face's five
+  points, and a mirror. View 0 is the face as detected, view 1 its mirror. The same view is cut
+  for the student (its template) and for the teacher (its own alignment, e.g. dlib's 150x150
+  chip), so both see one detection and one augmentation.
+* **Teacher targets.** ``TeacherTargets`` embeds every face in every view with the teacher once,
+  caches the result beside the packed set (keyed by image content and teacher), shows progress,
+  and resumes after a kill (work is cut into chunks written atomically).
+* **Losses.** Teacher targets are centred (the teacher's mean vector removed) and renormalised:
+  dlib's descriptors sit in a narrow cone (two random faces have cosine ~0.84), so matching raw
+  vectors teaches mostly the shared mean direction. ``DistillLoss`` matches the student to the
+  centred targets by cosine and/or matches the batch's pairwise cosine-similarity matrices
+  (relational distillation, Park et al., CVPR 2019, eq. 3 with a cosine potential).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import multiprocessing as mp
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from .align import WIDE_160, align_face
+from .errors import ConfigError, DataNotFoundError
+from .packed import PackedFaces, write_json_atomic, write_npy_atomic
+from .transforms import crops_to_tensor
+
+VIEW_VERSION = 1  # bump when view_params/render_view change: cached targets are keyed by it
+WIDE_IOD = 40.0  # eye distance on the wide canvas, px
+WIDE_CENTRE = WIDE_160.mean(0)
+
+
+# ---- views ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ViewParams:
+    flip: bool = False
+    scale: float = 1.0  # of the face (jittered points spread by this factor)
+    angle: float = 0.0  # degrees
+    shift: tuple[float, float] = (0.0, 0.0)  # px on the canvas
+    lowres: float = 1.0  # < 1: downsample the canvas by this factor and back up
+    blur: float = 0.0  # Gaussian sigma, px
+    brightness: float = 0.0  # added, in [0, 255] units
+    contrast: float = 1.0
+    saturation: float = 1.0
+    grey: bool = False
+    jpeg: int = 0  # JPEG quality (0 = none)
+
+
+def view_params(key: str, view: int) -> ViewParams:
+    """The augmentation of view ``view`` of the face with content key ``key`` (its sha1)."""
+    if view == 0:
+        return ViewParams()
+    if view == 1:
+        return ViewParams(flip=True)
+    seed = int.from_bytes(hashlib.sha1(f"{key}:{view}:{VIEW_VERSION}".encode()).digest()[:8], "little")
+    rng = np.random.default_rng(seed)
+    return ViewParams(
+        flip=bool(rng.random() < 0.5),
+        scale=float(math.exp(rng.uniform(math.log(0.9), math.log(1.1)))),
+        angle=float(rng.uniform(-10.0, 10.0)),
+        shift=(float(rng.uniform(-0.06, 0.06) * WIDE_IOD), float(rng.uniform(-0.06, 0.06) * WIDE_IOD)),
+        lowres=float(rng.uniform(0.35, 0.75)) if rng.random() < 0.3 else 1.0,
+        blur=float(rng.uniform(0.4, 1.4)) if rng.random() < 0.25 else 0.0,
+        brightness=float(rng.uniform(-25.0, 25.0)),
+        contrast=float(rng.uniform(0.75, 1.25)),
+        saturation=float(rng.uniform(0.6, 1.4)),
+        grey=bool(rng.random() < 0.1),
+        jpeg=int(rng.integers(30, 91)) if rng.random() < 0.4 else 0,
+    )
+
+
+def render_view(canvas: np.ndarray, p: ViewParams) -> tuple[np.ndarray, np.ndarray]:
+    """(augmented canvas, the face's five points on it) for view ``p`` of a wide canvas."""
+    img = canvas
+    if p.lowres < 1.0:
+        h, w = img.shape[:2]
+        small = cv2.resize(img, (max(8, round(w * p.lowres)), max(8, round(h * p.lowres))), interpolation=cv2.INTER_AREA)
+        img = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    if p.blur > 0:
+        img = cv2.GaussianBlur(img, (0, 0), p.blur)
+    if p.brightness or p.contrast != 1.0 or p.saturation != 1.0 or p.grey:
+        f = img.astype(np.float32)
+        grey = f @ np.float32([0.299, 0.587, 0.114])
+        f = grey[..., None] + (f - grey[..., None]) * (0.0 if p.grey else p.saturation)
+        f = (f - 127.5) * p.contrast + 127.5 + p.brightness
+        img = np.clip(f, 0, 255).astype(np.uint8)
+    if p.jpeg:
+        ok, buf = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, p.jpeg])
+        img = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
+    theta = math.radians(p.angle)
+    rot = p.scale * np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]], np.float32)
+    points = (WIDE_160 - WIDE_CENTRE) @ rot.T + WIDE_CENTRE + np.float32(p.shift)
+    return np.ascontiguousarray(img), points.astype(np.float32)
+
+
+def student_view(canvas: np.ndarray, p: ViewParams, template: str) -> np.ndarray:
+    """The student's crop (``template``) of view ``p``."""
+    img, points = render_view(canvas, p)
+    crop = align_face(img, points, template)
+    return np.ascontiguousarray(crop[:, ::-1]) if p.flip else crop
+
+
+def teacher_view(canvas: np.ndarray, p: ViewParams, teacher) -> np.ndarray:
+    """The teacher's own crop of view ``p`` (``teacher.crop_from_landmarks``)."""
+    img, points = render_view(canvas, p)
+    crop = teacher.crop_from_landmarks(img, points)
+    return np.ascontiguousarray(crop[:, ::-1]) if p.flip else crop
+
+
+# ---- teacher targets --------------------------------------------------------------------------
+def teacher_key(teacher_name: str, teacher_config: dict, faces: PackedFaces, views: int) -> str:
+    content = hashlib.sha1("\n".join(faces.sha1).encode()).hexdigest()
+    spec = json.dumps({"teacher": teacher_name, "config": teacher_config, "views": views, "view_version": VIEW_VERSION,
+                       "content": content}, sort_keys=True, default=str)
+    return hashlib.sha256(spec.encode()).hexdigest()[:16]
+
+
+_worker: dict = {}
+
+
+def _init_worker(root: str, spec: str, kwargs: dict) -> None:
+    torch.set_num_threads(1)
+    from .embedder import load_embedder
+
+    _worker["faces"] = PackedFaces(root)
+    _worker["teacher"] = load_embedder(spec, **kwargs)
+
+
+def _embed_chunk(args: tuple[int, int, int, int, str]) -> int:
+    index, start, stop, views, out = args
+    faces, teacher = _worker["faces"], _worker["teacher"]
+    result = []
+    for view in range(views):
+        crops = [teacher_view(faces.wide(i), view_params(faces.sha1[i], view), teacher) for i in range(start, stop)]
+        result.append(teacher.embed_crops(np.stack(crops)))
+    write_npy_atomic(Path(out) / f"chunk_{index:05d}.npy", np.stack(result).astype(np.float32))
+    return stop - start
+
+
+class TeacherTargets:
+    """Teacher embeddings of every face of a packed set in ``views`` views:
+    ``PACKED/teachers/<key>/targets.npy`` of shape (views, N, D), float32.
+
+    ``spec`` is anything ``load_embedder`` takes (``dlib``, an ``.onnx`` file, a faceverify model).
+    """
+
+    def __init__(self, faces: PackedFaces, spec: str, views: int = 2, kwargs: dict | None = None, chunk: int = 256):
+        if views < 1:
+            raise ConfigError(f"distill.views must be >= 1 (got {views}).")
+        if not faces.has_wide:
+            faces.wide(0)  # raises the DataNotFoundError that says how to prepare the set
+        self.faces, self.spec, self.views, self.kwargs, self.chunk = faces, str(spec), int(views), dict(kwargs or {}), int(chunk)
+        self._teacher_config = None
+
+    def _describe(self) -> tuple[str, dict]:
+        from .embedder import load_embedder
+
+        teacher = load_embedder(self.spec, **self.kwargs)
+        config = getattr(teacher, "config", None) or getattr(getattr(teacher, "info", None), "__dict__", {}) or {}
+        if not config and Path(self.spec).is_file():
+            config = {"sha256": hashlib.sha256(Path(self.spec).read_bytes()).hexdigest()}
+        return teacher.name, {"spec": self.spec, **{k: v for k, v in config.items() if isinstance(v, (str, int, float, bool))}}
+
+    @property
+    def directory(self) -> Path:
+        name, config = self._describe() if self._teacher_config is None else self._teacher_config
+        self._teacher_config = (name, config)
+        return self.faces.root / "teachers" / teacher_key(name, config, self.faces, self.views)
+
+    def build(self, workers: int = 1, progress: bool = True) -> Path:
+        """Compute what is missing (resumable) and return the path of ``targets.npy``."""
+        out = self.directory
+        final = out / "targets.npy"
+        if final.is_file():
+            return final
+        out.mkdir(parents=True, exist_ok=True)
+        name, config = self._teacher_config
+        n = len(self.faces)
+        write_json_atomic(out / "meta.json", {"teacher": name, "config": config, "views": self.views, "faces": n,
+                                              "view_version": VIEW_VERSION, "packed": str(self.faces.root)})
+        ranges = [(k, s, min(s + self.chunk, n)) for k, s in enumerate(range(0, n, self.chunk))]
+        todo = [(k, s, e, self.views, str(out)) for k, s, e in ranges if not (out / f"chunk_{k:05d}.npy").is_file()]
+        bar = tqdm(total=n * self.views, initial=(n - sum(e - s for _, s, e, _, _ in todo)) * self.views, unit="view",
+                   desc=f"teacher {name}", disable=not progress, smoothing=0.05)
+        started = time.perf_counter()
+        if todo:
+            if workers <= 1:
+                _init_worker(str(self.faces.root), self.spec, self.kwargs)
+                for item in todo:
+                    bar.update(_embed_chunk(item) * self.views)
+            else:
+                with mp.get_context("spawn").Pool(workers, _init_worker, (str(self.faces.root), self.spec, self.kwargs)) as pool:
+                    for done in pool.imap_unordered(_embed_chunk, todo):
+                        bar.update(done * self.views)
+        bar.close()
+        targets = np.concatenate([np.load(out / f"chunk_{k:05d}.npy") for k, _, _ in ranges], axis=1)
+        write_npy_atomic(final, targets)
+        for k, _, _ in ranges:
+            (out / f"chunk_{k:05d}.npy").unlink(missing_ok=True)
+        meta = json.loads((out / "meta.json").read_text())
+        meta.update(dim=int(targets.shape[2]), seconds_last_run=round(time.perf_counter() - started, 1))
+        write_json_atomic(out / "meta.json", meta)
+        return final
+
+    def load(self) -> np.ndarray:
+        path = self.directory / "targets.npy"
+        if not path.is_file():
+            raise DataNotFoundError(f"teacher targets {path} are not computed yet; run TeacherTargets.build() "
+                                    "(faceverify train does it first).")
+        return np.load(path, mmap_mode="r")
+
+
+def centred_targets(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(views, N, D) raw teacher vectors -> (unit vectors after removing the mean direction, the mean).
+    The mean is taken over every face and view of the training set (never over test images)."""
+    unit = targets / np.linalg.norm(targets, axis=2, keepdims=True).clip(1e-12)
+    mean = unit.reshape(-1, unit.shape[2]).mean(0)
+    centred = unit - mean
+    return (centred / np.linalg.norm(centred, axis=2, keepdims=True).clip(1e-12)).astype(np.float32), mean.astype(np.float32)
+
+
+# ---- the student's data -----------------------------------------------------------------------
+class DistillFaces(Dataset):
+    """(student crop of a random view, label or -1, the teacher's centred target for that view).
+
+    ``indices`` select faces of ``faces``; ``labels`` are the margin head's classes (-1: the face
+    takes part through the distillation term only). Views are drawn per (seed, epoch, index), so
+    batches are the same with any number of workers and after ``--resume``.
+    """
+
+    def __init__(self, faces: PackedFaces, targets: np.ndarray, indices: np.ndarray, labels: np.ndarray,
+                 template: str, seed: int = 0, views: int | None = None):
+        self.faces, self.targets, self.template, self.seed = faces, targets, template, int(seed)
+        self.indices = np.asarray(indices, np.int64)
+        self.labels = np.asarray(labels, np.int64)
+        self.views = int(views or targets.shape[0])
+        if self.views > targets.shape[0]:
+            raise ConfigError(f"{self.views} views asked for, the teacher targets have {targets.shape[0]}.")
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key):
+        position, epoch = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), 0)
+        index = int(self.indices[position])
+        rng = np.random.default_rng((self.seed, epoch, index))
+        view = int(rng.integers(self.views))
+        crop = student_view(self.faces.wide(index), view_params(self.faces.sha1[index], view), self.template)
+        target = torch.from_numpy(np.array(self.targets[view, index], np.float32))
+        return crops_to_tensor(crop[None])[0], int(self.labels[position]), target
+
+
+def select_faces(faces: PackedFaces, sources: list[str], min_images: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Faces of the named sources (first path component), byte-identical duplicates dropped, and
+    head labels: identities with at least ``min_images`` faces get a class, the rest -1."""
+    wanted = set(sources)
+    known = {p.split("/", 1)[0] for p in faces.paths}
+    missing = wanted - known
+    if missing:
+        raise DataNotFoundError(f"the packed set {faces.root} has no faces from {sorted(missing)} (it has {sorted(known)}).")
+    seen, keep = set(), []
+    for i, (path, digest) in enumerate(zip(faces.paths, faces.sha1)):
+        if path.split("/", 1)[0] in wanted and digest not in seen:
+            seen.add(digest)
+            keep.append(i)
+    keep = np.asarray(keep, np.int64)
+    raw = faces.labels[keep]
+    counts = np.bincount(raw[raw >= 0], minlength=faces.num_classes)
+    classes = np.flatnonzero(counts >= max(1, min_images))
+    remap = np.full(faces.num_classes + 1, -1, np.int64)
+    remap[classes] = np.arange(classes.size)
+    labels = np.where(raw >= 0, remap[raw], -1)
+    return keep, labels, [faces.classes[c] for c in classes]
+
+
+# ---- losses -----------------------------------------------------------------------------------
+class DistillLoss(nn.Module):
+    """``cosine``: mean (1 - cos(P s, t)) over the batch, P a linear projection onto the teacher's
+    dimension (identity when the dimensions agree and ``projection`` is off).
+    ``relational``: mean squared difference of the off-diagonal cosine-similarity matrices of the
+    student's embeddings and of the targets (Park et al., CVPR 2019, eq. 3-4 with cosine)."""
+
+    def __init__(self, embedding_dim: int, teacher_dim: int, cosine: float = 1.0, relational: float = 0.0,
+                 projection: bool | None = None):
+        super().__init__()
+        if projection is None:
+            projection = embedding_dim != teacher_dim
+        if not projection and embedding_dim != teacher_dim:
+            raise ConfigError(f"the student's {embedding_dim}-d embedding cannot match {teacher_dim}-d teacher "
+                              "targets without distill.projection: true.")
+        self.project = nn.Linear(embedding_dim, teacher_dim, bias=False) if projection else nn.Identity()
+        self.w_cosine, self.w_relational = float(cosine), float(relational)
+
+    def forward(self, embedding: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        embedding = embedding.float()
+        parts = {}
+        loss = embedding.new_zeros(())
+        if self.w_cosine:
+            cos = F.cosine_similarity(self.project(embedding), target, dim=1)
+            parts["distill_cos"] = cos.mean().detach()
+            loss = loss + self.w_cosine * (1.0 - cos).mean()
+        if self.w_relational:
+            s = F.normalize(embedding, dim=1)
+            sim_s, sim_t = s @ s.T, target @ target.T
+            off = ~torch.eye(len(s), dtype=torch.bool, device=s.device)
+            rel = (sim_s - sim_t)[off].pow(2).mean()
+            parts["distill_rel"] = rel.detach()
+            loss = loss + self.w_relational * rel
+        return loss, parts
