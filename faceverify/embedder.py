@@ -12,6 +12,7 @@ import numpy as np
 
 from .align import align_face
 from .errors import CheckpointError, ConfigError
+from .paths import display_path
 from .pipeline import AlignedFace, FaceAligner
 
 FLIP_MODES = ("none", "sum", "concat")
@@ -108,7 +109,7 @@ class TorchEmbedder(_CropEmbedder):
         self.device = torch.device(device)
         self.model.to(self.device).eval()
         self.model_path = Path(model_path)
-        super().__init__(f"faceverify:{self.model_path}", self.info.template, self.info.embedding_dim, flip, batch_size,
+        super().__init__(f"faceverify:{display_path(self.model_path)}", self.info.template, self.info.embedding_dim, flip, batch_size,
                          fallback, aligner, policy)
 
     def _forward(self, crops: np.ndarray) -> np.ndarray:
@@ -139,7 +140,7 @@ class OnnxEmbedder(_CropEmbedder):
             raise CheckpointError(f"{onnx_path}: input {height}x{width} does not match template {template}.")
         self._input = inp.name
         feature_dim = int(self.session.get_outputs()[0].shape[1])
-        super().__init__(f"onnx:{onnx_path}", template, feature_dim, flip, batch_size, fallback, aligner, policy)
+        super().__init__(f"onnx:{display_path(onnx_path)}", template, feature_dim, flip, batch_size, fallback, aligner, policy)
 
     def _forward(self, crops: np.ndarray) -> np.ndarray:
         from .transforms import crops_to_tensor

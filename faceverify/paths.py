@@ -11,6 +11,8 @@ from .errors import DataNotFoundError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The shipped default model: used by verify, serve and eval when no --model is given.
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "default"
+# dlib's descriptor served through faceverify: its calibration and card (weights: the [dlib] extra).
+DLIB_MODEL_DIR = REPO_ROOT / "models" / "dlib"
 
 
 def data_root() -> Path:
@@ -49,3 +51,17 @@ def require_path(path: str | os.PathLike, what: str = "input") -> Path:
     if not p.exists():
         raise DataNotFoundError(f"{what} {p} does not exist; check the path.")
     return p
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """A path for reports and responses without this machine's layout: relative to the repository,
+    or ``$FACEVERIFY_DATA/...`` under the data root, else the file name alone."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(REPO_ROOT))
+    except ValueError:
+        pass
+    try:
+        return "$FACEVERIFY_DATA/" + str(p.relative_to(data_root()))
+    except (ValueError, DataNotFoundError):
+        return p.name

@@ -29,13 +29,13 @@ from .detect import SELECTION_POLICIES, Face, FaceDetector, select_face
 from .embedder import Embedder, load_embedder
 from .errors import CheckpointError, ConfigError, FaceverifyError
 from .image import DEFAULT_MAX_PIXELS, load_image
-from .paths import DEFAULT_MODEL_DIR
+from .paths import DEFAULT_MODEL_DIR, DLIB_MODEL_DIR
 from .pipeline import AlignedFace
 
 log = logging.getLogger(__name__)
 
 CALIBRATION_FILE = "calibration.json"
-OPERATING_POINTS = ("far_1e-3", "far_1e-4", "best_accuracy")
+OPERATING_POINTS = ("far_1e-2", "far_1e-3", "far_1e-4", "best_accuracy")
 DEFAULT_OPERATING_POINT = "far_1e-3"
 # Used only when a model has no calibration.json: a cosine threshold with no statistical meaning,
 # reported as source "uncalibrated_default" so nobody mistakes it for a calibrated one.
@@ -55,7 +55,10 @@ def default_model_path() -> Path:
 
 
 def resolve_model(model: str | Path | None) -> Path:
-    """The model to load: ``model`` if given, else the shipped ``models/default``."""
+    """The model to load: ``model`` if given, else the shipped ``models/default``; ``"dlib"`` is
+    ``models/dlib`` (its calibration and card; the weights come with the ``[dlib]`` extra)."""
+    if model is not None and str(model) == "dlib":
+        return DLIB_MODEL_DIR
     if model is None:
         path = default_model_path()
         if not path.exists():
@@ -70,8 +73,16 @@ def resolve_model(model: str | Path | None) -> Path:
     return path
 
 
+def is_dlib(model: Path) -> bool:
+    return Path(model).resolve() == DLIB_MODEL_DIR.resolve()
+
+
 def model_file(model: Path) -> Path:
     """The weights file of a model path (a directory holds ``model.pt``)."""
+    if is_dlib(model):
+        from .dlib_embedder import weights_path
+
+        return Path(weights_path())
     if model.is_dir():
         for name in ("model.pt", "model.onnx"):
             if (model / name).is_file():
@@ -101,7 +112,7 @@ class Calibration:
 
     @classmethod
     def for_model(cls, model: Path) -> "Calibration":
-        path = model_file(model).parent / CALIBRATION_FILE
+        path = (model if is_dlib(model) else model_file(model).parent) / CALIBRATION_FILE
         if not path.is_file():
             log.warning("model %s has no %s: verdicts use the uncalibrated default threshold %.2f",
                         model, CALIBRATION_FILE, UNCALIBRATED_THRESHOLD)
@@ -204,6 +215,8 @@ class Verifier:
         path = resolve_model(model)
         calibration = Calibration.for_model(path)
         flip = flip or calibration.flip or "none"
+        if is_dlib(path):  # MTCNN's five points -> dlib's chip -> dlib's descriptor, compared by cosine
+            return cls(load_embedder("dlib", flip=flip, detector="mtcnn_points"), calibration, model_path=path)
         kwargs = {"flip": flip}
         if path.suffix != ".onnx" and model_file(path).suffix != ".onnx":
             kwargs["device"] = device
@@ -323,7 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="faceverify verify", description="Verify whether two photos show the same person; prints one JSON object.")
     p.add_argument("image1")
     p.add_argument("image2")
-    p.add_argument("--model", default=None, help="checkpoint (.pt), model directory or .onnx (default: models/default)")
+    p.add_argument("--model", default=None,
+                   help="checkpoint (.pt), model directory, .onnx, or 'dlib' (dlib's descriptor, the [dlib] extra; "
+                        "default: models/default)")
     p.add_argument("--operating-point", default=DEFAULT_OPERATING_POINT, choices=OPERATING_POINTS,
                    help="which calibrated threshold to use (default: %(default)s)")
     p.add_argument("--threshold", type=float, default=None, help="override the threshold (cosine similarity)")

@@ -5,8 +5,9 @@
 Copies the inference bundle (``model.pt``: weights, backbone, template, merged recipe and its
 hash) and the training record (metrics.csv, training_curve.png, summary.json), then evaluates the
 published copy exactly as a user would (``faceverify eval lfw-view1`` and ``faceverify eval lfw``
-with flip-sum features), which also writes ``calibration.json`` beside the weights, and writes
-``MODEL.json``: what was trained, how, on what, and what it scores.
+with the model's evaluation settings; the service's ``calibration.json`` beside the weights comes from
+View 1's images, never from the test view), and writes ``MODEL.json``: what was trained, how, on what (and from which
+teacher), and what it scores. Paths in the record are relative to the repository.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -27,6 +29,21 @@ from faceverify.checkpoint import load_checkpoint  # noqa: E402
 from faceverify.training.config import recipe_hash  # noqa: E402
 
 RECORD = ("metrics.csv", "val.csv", "training_curve.png", "summary.json", "config.yaml")
+
+
+# What a recipe's teacher spec is, for the model card.
+TEACHERS = {
+    "dlib": {"name": "dlib_face_recognition_resnet_model_v1", "licence": "public domain (released by its author, Davis King)",
+             "embedding_dim": 128, "trained_on": "about 3M faces of 7,485 identities (face_recognition_models / dlib-models)"},
+}
+
+
+def relative(path: Path) -> str:
+    """A path as the README writes it: relative to the repository when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
 
 
 def sha256(path: Path) -> str:
@@ -43,6 +60,7 @@ def main() -> int:
     p.add_argument("run", help="a finished `faceverify train` run directory (with model.pt)")
     p.add_argument("--to", default=str(REPO / "models" / "default"))
     p.add_argument("--recipe", default="train/configs/default.yaml", help="the committed recipe the run used")
+    p.add_argument("--flip", default="sum", choices=["none", "sum", "concat"], help="the model's evaluation flip mode")
     args = p.parse_args()
     run_dir, dst = Path(args.run), Path(args.to)
     if not (run_dir / "model.pt").is_file():
@@ -56,13 +74,27 @@ def main() -> int:
             shutil.copy2(run_dir / name, dst / "training" / name)
 
     py = sys.executable
+    rel = relative(dst)
+    report = f"{rel}/report"
+    evaluation = {"flip": args.flip, "pca": None, "metric": "cosine"}
+    # the settings are recorded first, so the evaluations below (and a user's plain `faceverify eval
+    # lfw`) take them as defaults
+    manifest_path = dst / "MODEL.json"
+    previous = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    manifest_path.write_text(json.dumps({**previous, "evaluation": evaluation}, indent=2) + "\n")
+    run([py, "-m", "eval", "lfw-view1", "--model", rel, "--out", report, "--write-calibration"])
+    run([py, "-m", "eval", "lfw", "--model", rel, "--out", report])
     report = dst / "report"
-    run([py, "-m", "eval", "lfw-view1", "--model", str(dst), "--flip", "sum", "--out", str(report)])
-    run([py, "-m", "eval", "lfw", "--model", str(dst), "--flip", "sum", "--out", str(report)])
     lfw = json.loads((report / "lfw.json").read_text())
     view1 = json.loads((report / "view1.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
     recipe = REPO / args.recipe
+    config = state["config"]
+    teacher = None
+    if (config.get("distill") or {}).get("teacher"):
+        k = config["distill"]
+        teacher = TEACHERS.get(str(k["teacher"]), {"name": str(k["teacher"])}) | {
+            "views": k["views"], "loss": {"cosine": k["cosine"], "relational": k["relational"], "margin": k["margin"]}}
     manifest = {
         "model": "model.pt",
         "model_sha256": sha256(dst / "model.pt"),
@@ -71,17 +103,19 @@ def main() -> int:
         "template": state["input"]["template"],
         "recipe": args.recipe,
         "recipe_file_sha256": sha256(recipe) if recipe.is_file() else None,
-        "recipe_sha256": recipe_hash(state["config"]),
+        "recipe_sha256": recipe_hash(config),
+        "teacher": teacher,
         "training": {k: summary.get(k) for k in ("steps", "seconds", "images_per_s")} | {
-            "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
-            "data": state["config"]["data"]["sources"]},
+            "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} cores",
+            "data": config["data"]["sources"], "data_origins": config["data"].get("origins") or {}},
+        "evaluation": evaluation,
         "lfw_view2": {"accuracy_mean": lfw["accuracy_mean"], "accuracy_std": lfw["accuracy_std"], "auc": lfw["auc"],
                       "tar_at_far": lfw["tar_at_far"], "flip": lfw["flip"], "metric": lfw["metric"],
-                      "command": lfw["command"]},
+                      "command": lfw["command"], "pairs": lfw["pairs"]},
         "lfw_view1_devtest": view1["accuracy_devtest"],
         "calibration": "calibration.json",
-        "reproduce": ["faceverify train --config train/configs/default.yaml --out runs/default",
-                      f"python scripts/publish_model.py runs/default --to {args.to}"],
+        "reproduce": [f"faceverify train --config {args.recipe} --out runs/default",
+                      f"python scripts/publish_model.py runs/default --to {rel} --recipe {args.recipe}"],
     }
     (dst / "MODEL.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"published {dst}: LFW View 2 {100 * lfw['accuracy_mean']:.2f}% ± {100 * lfw['accuracy_std']:.2f}, "

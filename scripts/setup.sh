@@ -3,7 +3,8 @@
 # Used by the README, .ci/run, the Dockerfile and every benchmark. Idempotent: re-running is cheap.
 #   FACEVERIFY_EXTRAS=dev (default: dev)   extras to install, e.g. "dev,bench"
 #   FACEVERIFY_GPU=1                       faiss-gpu instead of faiss-cpu
-#   --test                                 also the system packages the tests drive (Debian chromium + chromedriver)
+#   --test                                 also what the tests drive: Debian chromium + chromedriver, and dlib's
+#                                          descriptor (the [dlib] extra: the teacher and the `--model dlib` path)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--test" ] && ! command -v chromedriver >/dev/null 2>&1; then
@@ -19,7 +20,11 @@ VPY=.venv/bin/python
 stamp=.venv/.faceverify-setup
 want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)${FACEVERIFY_EXTRAS:-dev}${FACEVERIFY_GPU:-0}"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-  echo "setup: .venv is up to date"; exit 0
+  echo "setup: .venv is up to date"
+  if [ "${1:-}" = "--test" ] && ! "$VPY" -c "import dlib, face_recognition_models" 2>/dev/null; then
+    bash bench/peers/install.sh >/dev/null
+  fi
+  exit 0
 fi
 # torch/torchvision: the one build pair that exists for both CPU-only and CUDA machines here.
 "$VPY" -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
@@ -29,6 +34,10 @@ fi
 if [ "${FACEVERIFY_GPU:-0}" = "1" ]; then
   "$VPY" -m pip uninstall -y faiss-cpu >/dev/null 2>&1 || true
   "$VPY" -m pip install --quiet "faiss-gpu"
+fi
+# dlib (any build: a BLAS one from scripts/build_dlib_blas.sh is kept) for the tests and the teacher
+if [ "${1:-}" = "--test" ] && ! "$VPY" -c "import dlib, face_recognition_models" 2>/dev/null; then
+  bash bench/peers/install.sh >/dev/null
 fi
 echo "$want" > "$stamp"
 echo "setup: done ($("$VPY" -c 'import torch; print("torch", torch.__version__)'))"

@@ -18,7 +18,7 @@ from faceverify.errors import FaceverifyError
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="faceverify serve", description="Run the faceverify REST service.")
-    p.add_argument("--model", default=None, help="checkpoint .pt, model directory or .onnx (default: models/default)")
+    p.add_argument("--model", default=None, help="checkpoint .pt, model directory, .onnx or dlib (dlib's descriptor, the [dlib] extra; default: models/default)")
     p.add_argument("--gallery", default="gallery", help="gallery directory (SQLite + index snapshot; created if missing)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s; 0.0.0.0 in containers)")
     p.add_argument("--port", type=int, default=8000)

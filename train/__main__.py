@@ -156,7 +156,10 @@ def run(args: argparse.Namespace) -> int:
         faces = open_training_set(dcfg, progress=False, prepare=False, wide=distilling)
     crop = template_size(dcfg["template"])
     if distilling:
-        indices, labels, classes = select_faces(faces, [Path(s).name for s in dcfg["sources"]], int(kcfg["min_images"]))
+        selected = [Path(s).name for s in (dcfg["select"] or dcfg["sources"])]
+        indices, labels, classes = select_faces(faces, selected, int(kcfg["min_images"]))
+        if float(kcfg["cosine"]) <= 0 and float(kcfg["relational"]) <= 0:  # margin only: unlabelled faces teach nothing
+            indices, labels = indices[labels >= 0], labels[labels >= 0]
         targets, _ = centred_targets(np.asarray(TeacherTargets(faces, kcfg["teacher"], int(kcfg["views"]), kcfg["teacher_kwargs"]).load()))
         dataset = DistillFaces(faces, targets, indices, labels, dcfg["template"], seed=seed)
         num_classes = max(1, len(classes))

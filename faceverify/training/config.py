@@ -32,6 +32,7 @@ DEFAULTS: dict = {
         "random_crop": True,
         # where each source comes from, shown when one is missing: name -> "owner/repo@commit path"
         "origins": {},
+        "select": [],  # train on these of the prepared sources only (default: all); the packed set stays shared
         "extra_root": None,  # folder of sources that are not under the shared train root; default $FACEVERIFY_EXTRA_FACES
     },
     # Distillation (faceverify.distill): a teacher embedder labels views of every face; the student
@@ -109,17 +110,26 @@ def apply_override(cfg: dict, item: str) -> dict:
     return _merge(cfg, nested)
 
 
-def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> dict:
-    path = Path(path)
+def _read_recipe(path: Path, seen: tuple = ()) -> dict:
+    """A recipe file merged over DEFAULTS, after the recipe it ``extends`` (a path relative to it)."""
     if not path.is_file():
         raise ConfigError(f"recipe {path} does not exist; see train/configs/ for examples.")
+    if path.resolve() in seen:
+        raise ConfigError(f"recipe {path} extends itself (through {' -> '.join(map(str, seen))}).")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"recipe {path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"recipe {path} must be a mapping of sections (data, model, head, optim, schedule, train, val).")
-    cfg = _merge(DEFAULTS, raw)
+    base = raw.pop("extends", None)
+    parent = _read_recipe(path.parent / base, seen + (path.resolve(),)) if base else DEFAULTS
+    return _merge(parent, raw)
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> dict:
+    """A recipe (``extends: base.yaml`` inherits another, key by key) with ``--set`` overrides."""
+    cfg = _read_recipe(Path(path))
     for item in overrides:
         cfg = apply_override(cfg, item)
     validate(cfg)
@@ -147,8 +157,8 @@ def validate(cfg: dict) -> None:
     if distill["teacher"]:
         if int(distill["views"]) < 1:
             raise ConfigError(f"distill.views must be >= 1 (got {distill['views']}).")
-        if float(distill["cosine"]) <= 0 and float(distill["relational"]) <= 0:
-            raise ConfigError("distill.cosine or distill.relational must be > 0 when distill.teacher is set.")
+        if max(float(distill["cosine"]), float(distill["relational"]), float(distill["margin"])) <= 0:
+            raise ConfigError("distill.cosine, distill.relational or distill.margin must be > 0.")
 
 
 # keys that change where or how fast a run goes, not what it learns
