@@ -14,6 +14,10 @@ SUBCOMMANDS = {
     "verify": ("faceverify.verify", "verify two photos from the command line; prints one JSON object"),
 }
 
+# per-request latency paths: passive OpenMP waiting (faceverify/threads.py); the batch tools keep
+# OpenMP's defaults (all cores, spin-waiting: the fastest when they have the machine)
+LATENCY_COMMANDS = ("serve", "verify")
+
 
 def usage() -> str:
     lines = ["usage: faceverify <command> [options]", "", "commands:"]
@@ -36,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     if name not in SUBCOMMANDS:
         print(f"faceverify: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    if name in LATENCY_COMMANDS:  # before the module imports torch: OpenMP reads it once, at load
+        from .threads import apply_wait_policy
+
+        apply_wait_policy()
     module = importlib.import_module(SUBCOMMANDS[name][0])
     return int(module.main(rest) or 0)
 
