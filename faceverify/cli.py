@@ -14,9 +14,10 @@ SUBCOMMANDS = {
     "verify": ("faceverify.verify", "verify two photos from the command line; prints one JSON object"),
 }
 
-# per-request latency paths: passive OpenMP waiting (faceverify/threads.py); the batch tools keep
-# OpenMP's defaults (all cores, spin-waiting: the fastest when they have the machine)
-LATENCY_COMMANDS = ("serve", "verify")
+# Passive OpenMP waiting (faceverify/threads.py): spinning workers cost 4-6x on a shared CPU, for
+# per-request latency (serve, verify: also 1 torch thread) and batch throughput (prep, eval: all
+# cores) alike (docs/service.md, Threads). train keeps OpenMP's defaults: it owns the machine.
+PASSIVE_WAIT_COMMANDS = ("serve", "verify", "prep", "eval")
 
 
 def usage() -> str:
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in SUBCOMMANDS:
         print(f"faceverify: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    if name in LATENCY_COMMANDS:  # before the module imports torch: OpenMP reads it once, at load
+    if name in PASSIVE_WAIT_COMMANDS:  # before the module imports torch: OpenMP reads it once, at load
         from .threads import apply_wait_policy
 
         apply_wait_policy()
