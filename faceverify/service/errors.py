@@ -148,7 +148,7 @@ async def faceverify_error_handler(request: Request, exc: FaceverifyError) -> JS
     if status is None or (status >= 500 and not isinstance(exc, OverloadedError)):
         # a library error with no client meaning (e.g. bad_config at run time): a server bug, logged;
         # its message may name server files, so the client gets the generic internal_error
-        log.error("unmapped error %s on %s %s: %s", exc.code, request.method, request.url.path, exc.message)
+        log.error("unmapped error %s on %s %s: %s", exc.code, request_method(request), clip(request.url.path), exc.message)
         return error_response("internal_error", INTERNAL_MESSAGE, {}, 500)
     if status == 401:
         headers = {"WWW-Authenticate": 'ApiKey header="X-API-Key"'}

@@ -129,7 +129,7 @@ class FaceInfo(BaseModel):
 class ThresholdSource(BaseModel):
     source: Literal["calibration", "request", "uncalibrated_default"]
     operating_point: str | None = None
-    file: str | None = Field(None, description="the calibration file the threshold came from")
+    file: str | None = Field(None, description="the name of the calibration file the threshold came from (never a path)")
 
 
 class Timings(BaseModel):
@@ -146,7 +146,7 @@ class VerifyResponse(BaseModel):
     same_person: bool
     threshold_source: ThresholdSource
     faces: list[FaceInfo] = Field(description="the face used in image1 and in image2")
-    model: str
+    model: str = Field(description="the model's id and weights hash, e.g. default@sha256:0123456789abcdef")
     timings_ms: Timings
     batch_images: int = Field(description="images in the inference micro-batch this request shared")
 

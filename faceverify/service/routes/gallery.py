@@ -56,7 +56,7 @@ def unit_query(values: list[float], dim: int) -> np.ndarray:
     if not np.isfinite(v).all():
         raise InvalidEmbeddingError("embedding holds NaN or infinity; send the finite numbers POST /embed returned.",
                                     field="embedding")
-    peak = float(np.abs(v).max()) if v.size else 0.0
+    peak = float(np.abs(v).max())
     if peak == 0.0:
         raise InvalidEmbeddingError("embedding is all zeros: it has no direction to compare; send the vector POST /embed returned.",
                                     field="embedding")
