@@ -389,34 +389,41 @@ def test_auth_all_locks_docs_schema_and_demo(locked_server):
 
 def test_default_thread_policy(tiny_model, tmp_path):
     """Started like production (no --torch-threads, nothing in the environment): one intra-op
-    thread and passive OpenMP waits. FACEVERIFY_TORCH_THREADS overrides the thread count, an
-    OMP_WAIT_POLICY of the user's own is kept."""
+    thread, and passive OpenMP waits that reached the OpenMP runtime itself (set before torch
+    loaded it: libgomp reports a spin count of 0 instead of its default 300,000).
+    FACEVERIFY_TORCH_THREADS overrides the thread count; an OMP_WAIT_POLICY of the user's own is kept."""
     clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "FACEVERIFY_TORCH_THREADS")}
-    runtime = _runtime_of(tiny_model, tmp_path / "g1", clean)
+    clean["OMP_DISPLAY_ENV"] = "VERBOSE"  # each OpenMP runtime prints its settings when it loads
+    runtime, stderr = _runtime_of(tiny_model, tmp_path / "g1", clean)
     assert runtime == {"torch_threads": 1, "omp_wait_policy": "PASSIVE", "kmp_blocktime": "0"}
-    runtime = _runtime_of(tiny_model, tmp_path / "g2", {**clean, "FACEVERIFY_TORCH_THREADS": "2", "OMP_WAIT_POLICY": "ACTIVE"})
+    spin = re.findall(r"GOMP_SPINCOUNT = '(\d+)'", stderr)
+    assert spin and set(spin) == {"0"}, stderr[-2000:]
+    runtime, stderr = _runtime_of(tiny_model, tmp_path / "g2", {**clean, "FACEVERIFY_TORCH_THREADS": "2", "OMP_WAIT_POLICY": "ACTIVE"})
     assert runtime == {"torch_threads": 2, "omp_wait_policy": "ACTIVE", "kmp_blocktime": "0"}
+    assert "0" not in set(re.findall(r"GOMP_SPINCOUNT = '(\d+)'", stderr))
 
 
-def _runtime_of(model, gallery, env: dict) -> dict:
-    """/health's runtime block of a ``faceverify serve`` started exactly as given (LiveServer
-    always passes --torch-threads 1)."""
+def _runtime_of(model, gallery, env: dict) -> tuple[dict, str]:
+    """/health's runtime block and the stderr of a ``faceverify serve`` started exactly as given
+    (LiveServer always passes --torch-threads 1)."""
     port = free_port()
     cmd = [sys.executable, "-m", "faceverify", "serve", "--model", str(model), "--gallery", str(gallery),
            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, "the server exited"
-            try:
-                r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
-                if r.status_code == 200:
-                    return r.json()["runtime"]
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError("the server did not start")
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    err_path = gallery.parent / f"{gallery.name}.stderr"
+    with err_path.open("wb") as err:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                assert proc.poll() is None, err_path.read_text(errors="replace")[-2000:]
+                try:
+                    r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+                    if r.status_code == 200:
+                        return r.json()["runtime"], err_path.read_text(errors="replace")
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.2)
+            raise AssertionError("the server did not start")
+        finally:
+            proc.terminate()
+            proc.wait(30)
