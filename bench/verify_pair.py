@@ -10,8 +10,14 @@ fold 1: 150 same + 150 different), one pair at a time, in-process:
 
 The two are interleaved pair by pair (so a change in machine load hits both). Latency per pair:
 p50/p95 over the pairs; accuracy on those pairs at each system's own threshold, and the
-optimistic best-threshold accuracy on the same pairs (labelled). torch uses its default threads;
-dlib is single-threaded, so faceverify is also timed with 1 torch thread on a subset.
+optimistic best-threshold accuracy on the same pairs (labelled). faceverify runs with the thread
+policy of ``faceverify verify`` (faceverify/threads.py: 1 torch thread, passive OpenMP waits; the
+section's process gets the environment from ``python -m bench``; ``--threads`` overrides), and is
+also timed with exactly 1 torch thread on a subset.
+
+**Contended**: the same pairs again, interleaved the same way, while one competing busy process
+(a pure-Python spin loop in a subprocess that stops itself after a bounded time) shares the CPU:
+``contended`` gives both systems' p50/p95 under it next to faceverify's quiet p95 of the same run.
 
     python -m bench.verify_pair [--quick] [--pairs N] [--without-peer dlib]
 """
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import bench_model, peer_missing, percentiles_ms, progress, ratio
+from bench.common import bench_model, load_average, peer_missing, percentiles_ms, progress, ratio
 
 DLIB_TOLERANCE = 0.6  # face_recognition.compare_faces default (Euclidean distance)
 
@@ -105,6 +112,51 @@ class DlibPair:
         return distance <= DLIB_TOLERANCE, -distance, fa and fb
 
 
+# One competing busy process: pure Python (one core, no OpenMP of its own), bounded in time and
+# stopping with its parent, so a killed benchmark never leaves it spinning.
+SPINNER = """
+import os, sys, time
+deadline, parent = time.monotonic() + float(sys.argv[1]), os.getppid()
+n = 0
+while time.monotonic() < deadline:
+    for _ in range(100000):
+        n += 1
+    if os.getppid() != parent:
+        break
+"""
+
+
+class BusyProcess:
+    """``with BusyProcess(seconds):`` one spinning subprocess for at most ``seconds``."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "BusyProcess":
+        self.proc = subprocess.Popen([sys.executable, "-c", SPINNER, str(self.seconds)], stdin=subprocess.DEVNULL)
+        time.sleep(0.5)  # let it reach the scheduler's steady state
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def time_pairs(systems: dict, pairs, rec: dict, bar) -> None:
+    """Each pair through every system in turn (interleaved), appending to ``rec[name]``."""
+    for a, b, _ in pairs:
+        for name, fn in systems.items():
+            t0 = time.perf_counter()
+            verdict, score, found = fn(a, b)
+            rec[name]["lat"].append(time.perf_counter() - t0)
+            rec[name]["verdict"].append(verdict)
+            rec[name]["score"].append(score)
+            rec[name]["found"].append(found)
+        bar.update()
+
+
 def best_threshold_accuracy(scores: list[float | None], same: list[bool]) -> float:
     """Accuracy at the best threshold on these very pairs (optimistic: tuned on the test pairs)."""
     s = np.array([-np.inf if v is None else v for v in scores])
@@ -124,13 +176,17 @@ def summarise(latencies, verdicts, scores, found, same) -> dict:
 def run(opts: dict) -> dict:
     import torch
 
+    from faceverify.threads import apply_threads, describe, latency_threads
+
+    if not opts.get("threads"):
+        apply_threads(latency_threads())  # what `faceverify verify` uses
     quick = bool(opts.get("quick"))
     n = int(opts.get("pairs") or (30 if quick else 300))
     pairs = benchmark_pairs(n)
     same = [s for _, _, s in pairs]
     missing = peer_missing("dlib", opts.get("without", ()))
     n_one_thread = min(len(pairs), 10 if quick else 60)
-    bar = progress(len(pairs) + n_one_thread + 1, "3 verify pair")
+    bar = progress(2 * len(pairs) + n_one_thread + 1, "3 verify pair")
     with tempfile.TemporaryDirectory(prefix="fv-bench-verify-") as tmp:
         model, model_info = bench_model(Path(tmp))
         systems = {"faceverify": FaceverifyPair(model)}
@@ -140,16 +196,15 @@ def run(opts: dict) -> dict:
             fn(*warmup_pair())
         bar.update()
         rec = {k: {"lat": [], "verdict": [], "score": [], "found": []} for k in systems}
-        for a, b, _ in pairs:
-            for name, fn in systems.items():
-                t0 = time.perf_counter()
-                verdict, score, found = fn(a, b)
-                rec[name]["lat"].append(time.perf_counter() - t0)
-                rec[name]["verdict"].append(verdict)
-                rec[name]["score"].append(score)
-                rec[name]["found"].append(found)
-            bar.update()
+        t_quiet = time.perf_counter()
+        time_pairs(systems, pairs, rec, bar)
+        t_quiet = time.perf_counter() - t_quiet
+        busy = {k: {"lat": [], "verdict": [], "score": [], "found": []} for k in systems}
+        busy_load = load_average()
+        with BusyProcess(seconds=3 * t_quiet + 60):  # bounded: ample for the same pairs at a third the speed
+            time_pairs(systems, pairs, busy, bar)
         threads = torch.get_num_threads()
+        policy = describe()
         torch.set_num_threads(1)
         one = []
         for a, b, _ in pairs[:n_one_thread]:
@@ -161,12 +216,15 @@ def run(opts: dict) -> dict:
         threshold = systems["faceverify"].threshold
     bar.close()
     fv = summarise(rec["faceverify"]["lat"], rec["faceverify"]["verdict"], rec["faceverify"]["score"], rec["faceverify"]["found"], same)
-    fv.update(torch_threads=threads, threshold=round(threshold.value, 4), threshold_source=threshold.source,
-              operating_point=threshold.operating_point,
+    fv.update(torch_threads=threads, omp_wait_policy=policy["omp_wait_policy"], threshold=round(threshold.value, 4),
+              threshold_source=threshold.source, operating_point=threshold.operating_point,
               one_thread=percentiles_ms(one))
+    contended = {"competing_processes": 1, "competitor": "a pure-Python spin loop in a subprocess (one core, bounded time)",
+                 "load_avg_start": busy_load, "faceverify": percentiles_ms(busy["faceverify"]["lat"]),
+                 "dlib": {"skipped": missing} if missing else percentiles_ms(busy["dlib"]["lat"])}
     result = {"pairs": len(pairs), "pairs_same": int(sum(same)),
               "pair_selection": "LFW View 2 fold 1, every second pair (150 same + 150 different when 300)",
-              "model": model_info, "faceverify": fv}
+              "model": model_info, "faceverify": fv, "contended": contended}
     if missing:
         result["dlib"] = {"skipped": missing}
         dlib_p50 = None
@@ -187,6 +245,18 @@ def run(opts: dict) -> dict:
         "faceverify_accuracy": fv["accuracy"], "dlib_accuracy": None if missing else result["dlib"]["accuracy"],
         "accuracy_meaningful": bool(model_info["trained"]),
         "pairs": len(pairs),
+        # the same pairs with one competing busy process; goal: faceverify's p95 <= 2x its quiet p95
+        # of this run, and below dlib's under the same contention
+        "contended": {
+            "faceverify_p95_ms": contended["faceverify"]["p95_ms"],
+            "faceverify_quiet_p95_ms": fv["p95_ms"],
+            "dlib_p95_ms": None if missing else contended["dlib"]["p95_ms"],
+            "faceverify_p50_ms": contended["faceverify"]["p50_ms"],
+            "dlib_p50_ms": None if missing else contended["dlib"]["p50_ms"],
+            "faceverify_p95_vs_quiet": ratio(contended["faceverify"]["p95_ms"], fv["p95_ms"]),
+            "dlib_p95_vs_faceverify": None if missing else ratio(contended["dlib"]["p95_ms"], contended["faceverify"]["p95_ms"]),
+            "load_avg_start": busy_load,
+        },
     }
     if missing:
         result["headline"]["skipped"] = missing

@@ -14,6 +14,11 @@ SUBCOMMANDS = {
     "verify": ("faceverify.verify", "verify two photos from the command line; prints one JSON object"),
 }
 
+# Passive OpenMP waiting (faceverify/threads.py): spinning workers cost 4-6x on a shared CPU, for
+# per-request latency (serve, verify: also 1 torch thread) and batch throughput (prep, eval: all
+# cores) alike (docs/service.md, Threads). train keeps OpenMP's defaults: it owns the machine.
+PASSIVE_WAIT_COMMANDS = ("serve", "verify", "prep", "eval")
+
 
 def usage() -> str:
     lines = ["usage: faceverify <command> [options]", "", "commands:"]
@@ -36,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     if name not in SUBCOMMANDS:
         print(f"faceverify: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    if name in PASSIVE_WAIT_COMMANDS:  # before the module imports torch: OpenMP reads it once, at load
+        from .threads import apply_wait_policy
+
+        apply_wait_policy()
     module = importlib.import_module(SUBCOMMANDS[name][0])
     return int(module.main(rest) or 0)
 

@@ -45,10 +45,22 @@ def load_image(src: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_PIX
         fp.close()
 
 
+def _supported_signature(head: bytes) -> bool:
+    """The bytes start like a format we read, so a failure to open them is damage (400
+    unreadable_image: e.g. a PNG header with no image data), not a wrong format (415)."""
+    return (head.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"))
+            or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+            or (head[:2] == b"BM" and head[6:10] == b"\0\0\0\0")  # BMP: reserved fields are zero
+            or (len(head) > 2 and head[0:1] == b"P" and head[1:2] in b"123456" and head[2:3].isspace()))
+
+
 def _decode(fp, name: str, max_pixels: int) -> np.ndarray:
     try:
         img = Image.open(fp)
     except UnidentifiedImageError as exc:
+        fp.seek(0)
+        if _supported_signature(fp.read(16)):
+            raise UnreadableImageError(f"{name}: the image data is missing, corrupt or truncated.") from exc
         raise UnsupportedImageError(
             f"{name}: not an image format faceverify reads (JPEG, PNG, PGM/PPM, WebP, BMP)."
         ) from exc

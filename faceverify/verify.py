@@ -91,13 +91,26 @@ def model_file(model: Path) -> Path:
     return model
 
 
-def model_fingerprint(model: Path, flip: str = "none") -> str:
-    """sha256 of the weights file (+ flip mode): galleries refuse embeddings of another model."""
+def weights_sha256(model: Path) -> str:
     h = hashlib.sha256()
     with model_file(model).open("rb") as fp:
         for chunk in iter(lambda: fp.read(1 << 20), b""):
             h.update(chunk)
-    return f"{h.hexdigest()[:16]}:flip={flip}"
+    return h.hexdigest()
+
+
+def model_fingerprint(model: Path, flip: str = "none", sha256: str | None = None) -> str:
+    """sha256 of the weights file (+ flip mode): galleries refuse embeddings of another model."""
+    return f"{(sha256 or weights_sha256(model))[:16]}:flip={flip}"
+
+
+def model_id(model: str | Path) -> str:
+    """A model's name without where it lives: the directory's name for a model directory or its
+    ``model.pt``/``model.onnx``, else the file's stem (``models/default/model.pt`` -> ``default``)."""
+    path = Path(model)
+    if path.suffix in (".pt", ".onnx", ".pth"):
+        return path.parent.name if path.stem == "model" and path.parent.name else path.stem
+    return path.name or "model"
 
 
 @dataclass
@@ -206,7 +219,9 @@ class Verifier:
         self.model_path = model_path
         self.detect_max_side = detect_max_side
         self.flip = getattr(embedder, "flip", "none")
-        self.fingerprint = model_fingerprint(model_path, self.flip) if model_path is not None else embedder.name
+        self.sha256 = weights_sha256(model_path) if model_path is not None else None
+        self.fingerprint = model_fingerprint(model_path, self.flip, self.sha256) if model_path is not None else embedder.name
+        self.model_id = model_id(model_path if model_path is not None else embedder.name.split(":", 1)[-1])
 
     @classmethod
     def from_model(cls, model: str | Path | None = None, flip: str | None = None, device: str = "cpu") -> "Verifier":
@@ -226,6 +241,11 @@ class Verifier:
     @property
     def name(self) -> str:
         return self.embedder.name
+
+    @property
+    def public_name(self) -> str:
+        """The model as a server shows it: id and weights fingerprint, never a file system path."""
+        return f"{self.model_id}@sha256:{self.sha256[:16]}" if self.sha256 else self.model_id
 
     @property
     def dim(self) -> int:
@@ -345,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", default=DEFAULT_POLICY, choices=SELECTION_POLICIES, help="which face when there are several (default: %(default)s)")
     p.add_argument("--flip", default=None, choices=("none", "sum", "concat"), help="flip test-time augmentation (default: the calibration's)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="torch intra-op threads (default 1, env FACEVERIFY_TORCH_THREADS; docs/service.md, Threads)")
     return p
 
 
@@ -357,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.model is None and not default_model_path().exists():
         return describe_without_model(args.image1, args.image2, args.policy)
     try:
+        from .threads import apply_threads, latency_threads
+
+        apply_threads(latency_threads(args.torch_threads))
         verifier = Verifier.from_model(args.model, flip=args.flip, device=args.device)
         result = verifier.verify(args.image1, args.image2, args.threshold, args.operating_point, args.policy)
     except FaceverifyError as exc:

@@ -34,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pca", default=None, help="PCA projection .npz (mean, components) for the gallery index")
     p.add_argument("--flip", choices=("none", "sum", "concat"), default=None, help="flip TTA (default: the calibration's)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--torch-threads", type=int, default=None)
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="torch intra-op threads of the inference worker (default 1, env FACEVERIFY_TORCH_THREADS; "
+                        "docs/service.md, Threads)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return p
 
@@ -43,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
+    from faceverify.threads import apply_threads, apply_wait_policy, latency_threads
+
+    apply_wait_policy()  # before torch is imported (below)
     import uvicorn
 
     from faceverify.service import Settings, create_app
@@ -50,12 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     from faceverify.verify import resolve_model
 
     try:
+        threads = apply_threads(latency_threads(args.torch_threads))  # before the model loads
         settings = Settings.from_env(
             model=resolve_model(args.model), gallery_dir=args.gallery, auth_scope=args.auth,
             max_body_bytes=None if args.max_body_mb is None else int(args.max_body_mb * 1024 * 1024),
             max_pixels=args.max_pixels, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
             max_queue=args.max_queue, flat_max=args.flat_max, nprobe=args.nprobe, pca=args.pca, flip=args.flip,
-            device=args.device, torch_threads=args.torch_threads,
+            device=args.device, torch_threads=threads,
         )
         # load the model and open the gallery now: failures exit here, before the port is bound
         verifier = load_verifier(settings)

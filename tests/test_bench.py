@@ -48,6 +48,8 @@ def test_verify_and_gallery_with_dlib_missing(tmp_path):
     assert vp["faceverify_p50_ms"] > 0 and vp["faceverify_p95_ms"] >= vp["faceverify_p50_ms"]
     # the peer is absent: its figures are missing and say why, the run did not fail
     assert vp["dlib_p50_ms"] is None and vp["speedup"] is None
+    c = vp["contended"]  # the contended row runs without the peer too
+    assert c["faceverify_p95_ms"] > 0 and c["faceverify_quiet_p95_ms"] == vp["faceverify_p95_ms"] and c["dlib_p95_ms"] is None
     assert vp["skipped"].startswith("skipped") and "--without-peer dlib" in vp["skipped"]
     assert res["sections"]["verify_pair"]["dlib"]["skipped"] == vp["skipped"]
     assert any("dlib" in s for s in res["skipped"]) and "## Skipped" in md
@@ -68,6 +70,11 @@ def test_verify_pair_against_dlib(tmp_path):
     res, md = run_bench(tmp_path, "--sections", "verify_pair", "--pairs", "2")
     vp = res["verify_pair"]
     assert vp["dlib_p50_ms"] > 0 and vp["speedup"] == pytest.approx(vp["dlib_p50_ms"] / vp["faceverify_p50_ms"], rel=0.01)
+    c = vp["contended"]  # the interface: the same pairs with one competing busy process
+    assert c["faceverify_p95_ms"] > 0 and c["dlib_p95_ms"] > 0 and c["faceverify_quiet_p95_ms"] == vp["faceverify_p95_ms"]
+    assert c["faceverify_p95_vs_quiet"] == pytest.approx(c["faceverify_p95_ms"] / c["faceverify_quiet_p95_ms"], rel=0.01)
+    assert res["sections"]["verify_pair"]["faceverify"]["omp_wait_policy"] == os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
+    assert "competing busy process" in md and len(res["headline"]["goals"]) == 3
     assert res["skipped"] == [] and res["headline"]["goals"][0]["met"] in (True, False)
 
 

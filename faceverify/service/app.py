@@ -14,8 +14,9 @@ from fastapi.staticfiles import StaticFiles
 from .. import __version__
 from ..gallery import Gallery
 from ..verify import Verifier
-from .auth import ReadAuth
+from .auth import KeyRequiredMiddleware, ReadAuth
 from .errors import install_error_handlers
+from .head import HeadMiddleware
 from .limits import BodyLimitMiddleware
 from .metrics import Metrics, MetricsMiddleware
 from .routes import faces as faces_routes
@@ -75,6 +76,10 @@ def create_app(settings: Settings | None = None, *, verifier: Verifier | None = 
     def root() -> RedirectResponse:
         return RedirectResponse("/demo/")
 
+    # the last added is the outermost: HEAD -> metrics (sees every response) -> key -> body limit
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last = outermost: sees every response
+    if settings.auth_scope == "all":
+        app.add_middleware(KeyRequiredMiddleware, keys=settings.api_keys)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(HeadMiddleware)
     return app

@@ -1,7 +1,9 @@
 """API keys: ``X-API-Key: <key>`` (or ``Authorization: Bearer <key>``), compared in constant time.
+Never from the query string (URLs end up in logs, proxies and browser history).
 
-Gallery mutations always need a key; with ``auth_scope="all"`` every route but ``/health`` does.
-With no key configured, mutations are refused (never silently open)."""
+Gallery mutations always need a key; with ``auth_scope="all"`` every path but ``/health`` does,
+the OpenAPI document, /docs, /redoc and the demo page included. With no key configured,
+mutations are refused (never silently open)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import Headers
 
-from .errors import UnauthorizedError
+from .errors import UnauthorizedError, error_response
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key from FACEVERIFY_API_KEY")
 bearer = HTTPBearer(auto_error=False, description="the same API key as a bearer token")
@@ -41,17 +44,22 @@ def _presented(header_key: str | None, credentials: HTTPAuthorizationCredentials
     return None
 
 
-def _check(request: Request, presented: str | None) -> None:
-    keys: list[str] = request.app.state.settings.api_keys
+def _problem(keys: list[str], presented: str | None) -> str | None:
+    """Why ``presented`` is refused, or None when it is accepted."""
     if not keys:
-        raise UnauthorizedError(
-            "this server has no API key configured, so gallery changes are disabled; start it with "
-            "FACEVERIFY_API_KEY set and send the key in the X-API-Key header."
-        )
+        return ("this server has no API key configured, so gallery changes are disabled; start it with "
+                "FACEVERIFY_API_KEY set and send the key in the X-API-Key header.")
     if presented is None:
-        raise UnauthorizedError("missing API key: send it in the X-API-Key header (or Authorization: Bearer).")
+        return "missing API key: send it in the X-API-Key header (or Authorization: Bearer)."
     if not key_matches(presented, keys):
-        raise UnauthorizedError("invalid API key.")
+        return "invalid API key."
+    return None
+
+
+def _check(request: Request, presented: str | None) -> None:
+    problem = _problem(request.app.state.settings.api_keys, presented)
+    if problem:
+        raise UnauthorizedError(problem)
 
 
 async def require_key(
@@ -65,3 +73,31 @@ async def require_key(
 
 WriteAuth = Depends(require_key)
 ReadAuth = Depends(require_key)  # applied to the other routers only with auth_scope="all"
+
+
+OPEN_PATHS = frozenset({"/health"})
+WWW_AUTHENTICATE = 'ApiKey header="X-API-Key"'
+
+
+class KeyRequiredMiddleware:
+    """With auth_scope "all": the key is checked before routing, on every path but /health. The
+    API routes check it again as a dependency (so their OpenAPI declares it); this also covers
+    what has no dependency: /openapi.json, /docs, /redoc, the demo page and unknown paths."""
+
+    def __init__(self, app, keys: list[str]):
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        headers = Headers(scope=scope)
+        presented = headers.get("x-api-key") or None
+        if presented is None:
+            scheme, _, token = headers.get("authorization", "").partition(" ")
+            presented = token.strip() or None if scheme.lower() == "bearer" else None
+        problem = _problem(self.keys, presented)
+        if problem is None:
+            return await self.app(scope, receive, send)
+        response = error_response("unauthorized", problem, {}, 401, {"WWW-Authenticate": WWW_AUTHENTICATE})
+        await response(scope, receive, send)

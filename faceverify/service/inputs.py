@@ -27,7 +27,9 @@ P = TypeVar("P", bound=BaseModel)
 # declared part types we refuse outright (the bytes are sniffed anyway; this catches clients that
 # upload the wrong file, e.g. a text file, and say so)
 _ACCEPTED_PART_TYPES = re.compile(r"^(image/[\w.+-]+|application/octet-stream|binary/octet-stream)$", re.I)
-_DATA_URL = re.compile(r"^data:([\w/+.-]*)(;[\w=-]+)*;base64,", re.I)
+# RFC 2397: data:[<mediatype>][;param=value]*;base64, -- parameters may hold dots etc. (;name=a.jpg),
+# never a comma, which base64 never holds either
+_DATA_URL = re.compile(r"^data:[^,]{0,1024};base64,", re.I)
 
 
 def body_doc(form_model: type[BaseModel], json_model: type[BaseModel]) -> dict:

@@ -56,6 +56,6 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or ("/static" if scope.get("path", "").startswith("/demo") else "unmatched")
-            method = scope.get("method", "")
+            method = scope.get("faceverify.method") or scope.get("method", "")  # HEAD runs as GET inside
             self.metrics.requests.labels(template, method, str(status["code"])).inc()
             self.metrics.latency.labels(template, method).observe(time.perf_counter() - start)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ..detect import SELECTION_POLICIES
 from ..gallery import IDENTIFIER_RE
@@ -12,7 +12,26 @@ from ..verify import OPERATING_POINTS
 
 Policy = Literal[SELECTION_POLICIES]  # type: ignore[valid-type]
 OperatingPoint = Literal[OPERATING_POINTS]  # type: ignore[valid-type]
-Similarity = Annotated[float, Field(ge=-1.0, le=1.0, allow_inf_nan=False)]
+
+
+def _not_bool(value):
+    # pydantic's lax mode reads JSON true as 1 (and 1.0); a boolean where a number belongs is a client bug
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
+    return value
+
+
+def _integer(value):
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not a boolean")
+    if isinstance(value, float):  # 3.0 would pass as 3; an integer field takes integers (or their text, in forms)
+        raise ValueError("must be an integer")
+    return value
+
+
+Similarity = Annotated[float, BeforeValidator(_not_bool), Field(ge=-1.0, le=1.0, allow_inf_nan=False)]
+# non-finite values parse here and are refused by /identify as invalid_embedding (one code for "no usable vector")
+EmbeddingValue = Annotated[float, BeforeValidator(_not_bool)]
 Base64Image = Annotated[str, Field(description="the image file's bytes, base64-encoded (a data: URL is accepted too)", max_length=32 * 1024 * 1024)]
 Identifier = Annotated[str, Field(description="letters, digits, '_', '-', '.'; starts with a letter or digit; at most 64",
                                   pattern=IDENTIFIER_RE.pattern, min_length=1, max_length=64)]
@@ -73,7 +92,7 @@ class EnrollForm(EnrollParams):
 
 class IdentifyParams(_Params):
     collection: Identifier
-    k: int = Field(5, ge=1, le=100, description="how many subjects to return")
+    k: Annotated[int, BeforeValidator(_integer)] = Field(5, ge=1, le=100, description="how many subjects to return (an integer)")
     threshold: Similarity | None = Field(None, description="override the calibrated threshold for above_threshold")
     operating_point: OperatingPoint = "far_1e-3"
     policy: Policy = Field("largest_central", description=POLICY_HELP)
@@ -81,8 +100,9 @@ class IdentifyParams(_Params):
 
 class IdentifyJSON(IdentifyParams):
     image: Base64Image | None = Field(None, description="a photo (base64); or give embedding")
-    embedding: list[Annotated[float, Field(allow_inf_nan=False)]] | None = Field(
-        None, max_length=8192, description="an embedding from POST /embed of this server's model, instead of a photo")
+    embedding: list[EmbeddingValue] | None = Field(
+        None, max_length=8192, description="an embedding from POST /embed of this server's model, instead of a photo "
+                                           "(finite numbers, not all zero; it is L2-normalised)")
 
 
 class IdentifyForm(IdentifyParams):
@@ -109,7 +129,7 @@ class FaceInfo(BaseModel):
 class ThresholdSource(BaseModel):
     source: Literal["calibration", "request", "uncalibrated_default"]
     operating_point: str | None = None
-    file: str | None = Field(None, description="the calibration file the threshold came from")
+    file: str | None = Field(None, description="the name of the calibration file the threshold came from (never a path)")
 
 
 class Timings(BaseModel):
@@ -126,7 +146,7 @@ class VerifyResponse(BaseModel):
     same_person: bool
     threshold_source: ThresholdSource
     faces: list[FaceInfo] = Field(description="the face used in image1 and in image2")
-    model: str
+    model: str = Field(description="the model's id and weights hash, e.g. default@sha256:0123456789abcdef")
     timings_ms: Timings
     batch_images: int = Field(description="images in the inference micro-batch this request shared")
 
@@ -209,6 +229,7 @@ class HealthResponse(BaseModel):
     model: dict | None = None
     gallery: dict | None = None
     queue: dict | None = None
+    runtime: dict | None = Field(None, description="thread policy in effect: torch_threads, omp_wait_policy, kmp_blocktime")
     problems: list[str] = Field(default_factory=list)
 
 

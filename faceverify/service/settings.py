@@ -36,7 +36,7 @@ class Settings(BaseModel):
     pca: Path | None = Field(None, description="optional PCA projection (.npz with mean, components) for the index")
     flip: str | None = Field(None, description="flip TTA; default: the calibration file's")
     device: str = "cpu"
-    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's)")
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None: leave torch's; faceverify serve passes 1)")
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":

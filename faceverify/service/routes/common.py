@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import PurePath
+
 from ...errors import FaceverifyError
-from ...verify import FaceResult
+from ...verify import FaceResult, ThresholdChoice
 from ..batching import InferenceResult
 from ..schemas import ErrorResponse
 
@@ -17,7 +19,8 @@ ERROR_RESPONSES: dict = {
         409: "conflict (the collection exists)",
         413: "payload_too_large, image_too_large",
         415: "unsupported_media_type",
-        422: "validation_error, invalid_base64, invalid_identifier, image_too_small, no_face, multiple_faces, dimension_mismatch",
+        422: "validation_error, invalid_base64, invalid_identifier, image_too_small, no_face, multiple_faces, dimension_mismatch, "
+             "invalid_embedding",
         503: "overloaded, not_ready (with Retry-After)",
     }.items()
 }
@@ -30,3 +33,11 @@ def faces_or_raise(result: InferenceResult, names: list[str]) -> list[FaceResult
             face.details.setdefault("field", name)
             raise face
     return list(result.faces)  # type: ignore[arg-type]
+
+
+def threshold_source(choice: ThresholdChoice) -> dict:
+    """Where a threshold came from, with the calibration file's name only (no server path)."""
+    out = choice.to_dict()
+    if out.get("file"):
+        out["file"] = PurePath(out["file"]).name
+    return out

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from ..inputs import body_doc, decode_images, parse_body
 from ..schemas import EmbedForm, EmbedJSON, EmbedParams, EmbedResponse, FaceInfo, Timings, VerifyForm, VerifyJSON, VerifyParams, VerifyResponse
 from ..state import ServiceDep
-from .common import ERROR_RESPONSES, faces_or_raise
+from .common import ERROR_RESPONSES, faces_or_raise, threshold_source
 
 router = APIRouter(tags=["verification"])
 
@@ -28,11 +28,12 @@ async def verify(request: Request, service: ServiceDep) -> VerifyResponse:
     result = await service.queue.submit([images["image1"], images["image2"]], [params.policy] * 2)
     a, b = faces_or_raise(result, ["image1", "image2"])
     verdict = service.verifier.compare(a, b, params.threshold, params.operating_point)
+    verdict["threshold_source"] = threshold_source(service.verifier.threshold(params.threshold, params.operating_point))
     total = 1e3 * (time.perf_counter() - t0)
     return VerifyResponse(
         **verdict,
         faces=[FaceInfo(**f.to_dict(params.include_crops)) for f in (a, b)],
-        model=service.verifier.name,
+        model=service.verifier.public_name,
         timings_ms=Timings(decode=1e3 * (t1 - t0), queue=result.queue_ms, inference=result.inference_ms, total=total),
         batch_images=result.batch_images,
     )
@@ -51,7 +52,7 @@ async def embed(request: Request, service: ServiceDep) -> EmbedResponse:
         embedding=face.vector.tolist(),
         dim=int(face.vector.shape[0]),
         face=FaceInfo(**face.to_dict(params.include_crop)),
-        model=service.verifier.name,
+        model=service.verifier.public_name,
         timings_ms=Timings(decode=1e3 * (t1 - t0), queue=result.queue_ms, inference=result.inference_ms,
                            total=1e3 * (time.perf_counter() - t0)),
     )

@@ -10,9 +10,9 @@ import numpy as np
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
-from ...gallery import FACE_ID_RE, IDENTIFIER_RE, Gallery, validate_identifier
+from ...gallery import FACE_ID_RE, IDENTIFIER_RE, DimensionMismatchError, Gallery, validate_identifier
 from ..auth import WriteAuth
-from ..errors import BadRequestError
+from ..errors import BadRequestError, InvalidEmbeddingError
 from ..inputs import body_doc, decode_images, parse_body
 from ..schemas import (
     Collection,
@@ -36,7 +36,7 @@ from ..schemas import (
     Timings,
 )
 from ..state import ServiceDep
-from .common import ERROR_RESPONSES, faces_or_raise
+from .common import ERROR_RESPONSES, faces_or_raise, threshold_source
 
 router = APIRouter(tags=["gallery"], responses=ERROR_RESPONSES)
 
@@ -44,6 +44,24 @@ router = APIRouter(tags=["gallery"], responses=ERROR_RESPONSES)
 CollectionName = Annotated[str, Path(description="collection name", json_schema_extra={"pattern": IDENTIFIER_RE.pattern})]
 SubjectName = Annotated[str, Path(description="subject name", json_schema_extra={"pattern": IDENTIFIER_RE.pattern})]
 FaceId = Annotated[str, Path(description="face id (32 hex digits)", json_schema_extra={"pattern": FACE_ID_RE.pattern})]
+
+
+def unit_query(values: list[float], dim: int) -> np.ndarray:
+    """A client's embedding as a float32 unit vector, or dimension_mismatch, or invalid_embedding:
+    NaN/infinity, or all zeros (no direction: every similarity would be 0). Scaled by its largest
+    value before the norm, so neither 1e300 nor 1e-300 over- or underflows."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size != dim:
+        raise DimensionMismatchError(f"the query must be {dim}-d, got {v.size}-d.", field="embedding")
+    if not np.isfinite(v).all():
+        raise InvalidEmbeddingError("embedding holds NaN or infinity; send the finite numbers POST /embed returned.",
+                                    field="embedding")
+    peak = float(np.abs(v).max())
+    if peak == 0.0:
+        raise InvalidEmbeddingError("embedding is all zeros: it has no direction to compare; send the vector POST /embed returned.",
+                                    field="embedding")
+    v = v / peak
+    return (v / np.linalg.norm(v)).astype(np.float32)
 
 
 def _face(record) -> Face:
@@ -142,7 +160,7 @@ async def identify(request: Request, service: ServiceDep) -> IdentifyResponse:
     face_info, queue_ms, inference_ms = None, 0.0, 0.0
     t1 = time.perf_counter()
     if embedding is not None:
-        query = np.asarray(embedding, dtype=np.float32)
+        query = unit_query(embedding, gallery.dim)
     else:
         images = await decode_images(service, blobs)
         t1 = time.perf_counter()
@@ -159,7 +177,7 @@ async def identify(request: Request, service: ServiceDep) -> IdentifyResponse:
         matches=[IdentifyMatch(subject=m.subject, similarity=m.similarity, face_id=m.face_id,
                                above_threshold=bool(m.similarity > choice.value)) for m in matches],
         threshold=choice.value,
-        threshold_source=choice.to_dict(),
+        threshold_source=threshold_source(choice),
         face=face_info,
         index=index,
         timings_ms=Timings(decode=1e3 * (t1 - t0), queue=queue_ms, inference=inference_ms, search=1e3 * (t3 - t2),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from ... import threads
 from ..metrics import CONTENT_TYPE_LATEST
 from ..schemas import ErrorResponse, HealthResponse
 from ..state import Service
@@ -22,17 +23,20 @@ def health(request: Request):
     body = HealthResponse(status="unavailable" if problems else "ok", ready=not problems, problems=problems)
     if service.verifier is not None:
         v = service.verifier
-        body.model = {
-            "name": v.name,
+        body.model = {  # named by id and weights hash: no server path in any response
+            "name": v.public_name,
+            "id": v.model_id,
+            "sha256": v.sha256[:16] if v.sha256 else None,
             "dim": v.dim,
             "flip": v.flip,
             "fingerprint": v.fingerprint,
             "calibrated": bool(v.calibration.thresholds),
-            "calibration_file": str(v.calibration.path) if v.calibration.path else None,
+            "calibration_file": v.calibration.path.name if v.calibration.path else None,
             "thresholds": v.calibration.thresholds,
         }
     if service.gallery is not None and not problems:
         body.gallery = service.gallery.describe()
+    body.runtime = threads.describe()
     if service.queue is not None:
         body.queue = {"pending": service.queue.pending, "max_queue": service.queue.max_queue, "max_batch": service.queue.max_batch}
     return JSONResponse(body.model_dump(), status_code=503 if problems else 200)
