@@ -84,6 +84,7 @@ STATUS = {
     "conflict": 409,
     "overloaded": 503,
     "not_ready": 503,
+    "store_unavailable": 503,
     "internal_error": 500,
 }
 
@@ -112,8 +113,9 @@ def error_response(code: str, message: str, details: dict | None = None, status:
 
 async def faceverify_error_handler(request: Request, exc: FaceverifyError) -> JSONResponse:
     headers = None
-    if isinstance(exc, OverloadedError):
-        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    retry_after = getattr(exc, "retry_after", None)  # overloaded, not ready, gallery store unreachable
+    if retry_after is not None:
+        headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
     status = STATUS.get(exc.code)
     if status is None:  # a library error with no client meaning: a server bug, logged
         log.error("unmapped error %s: %s", exc.code, exc.message)
