@@ -210,7 +210,7 @@ class PostgresStorage(Storage):
             with self._pool.connection() as conn:
                 yield conn
         except (psycopg.OperationalError, PoolTimeout) as exc:
-            if isinstance(exc, psycopg.errors.TransactionRollbackError):
+            if isinstance(exc, psycopg.errors.TransactionRollback):
                 raise
             raise self._unavailable(exc) from exc
 
@@ -229,7 +229,7 @@ class PostgresStorage(Storage):
                         conn.execute("DELETE FROM changes WHERE seq <= %s", (seq - CHANGE_LOG_KEEP,))
                 change.seq = int(seq)
                 return result, change
-            except psycopg.errors.TransactionRollbackError:
+            except psycopg.errors.TransactionRollback:
                 if attempt == 4:
                     raise
                 log.info("gallery: write transaction rolled back (deadlock/serialisation), retrying")
@@ -337,13 +337,14 @@ class PostgresStorage(Storage):
 
     def changes_since(self, seq: int, limit: int = 10_000) -> list[Change] | None:
         with self._conn() as conn:
+            # the head first: the log read after it holds at least every change up to it
+            head = conn.execute("SELECT value FROM change_seq WHERE id = 1").fetchone()[0]
             rows = conn.execute("SELECT seq, kind, collection_id, name, face_ids FROM changes WHERE seq > %s ORDER BY seq LIMIT %s",
                                 (seq, limit)).fetchall()
             if rows and rows[0][0] != seq + 1:
                 return None  # pruned past our cursor
             if not rows:
-                current = conn.execute("SELECT value FROM change_seq WHERE id = 1").fetchone()[0]
-                return [] if current <= seq else None
+                return [] if head <= seq else None
             changes = [Change(int(s), kind, int(cid), name, np.asarray(ids or [], np.int64)) for s, kind, cid, name, ids in rows]
             wanted = [int(i) for c in changes if c.kind == FACES_ADDED for i in c.face_ids]
             vectors: dict[int, bytes] = {}
