@@ -130,7 +130,7 @@ class PostgresStorage(Storage):
     def __init__(self, url: str, *, pool_size: int = 8, wait_timeout: float = 2.0):
         if psycopg is None:
             raise ConfigError('a postgresql:// gallery needs psycopg 3: pip install "psycopg[binary,pool]" '
-                              '(or: pip install -e ".[postgres]").')
+                              '(a dependency of faceverify: bash scripts/setup.sh installs it).')
         self.url = url
         self.location = redact(url)
         self.pool_size = pool_size

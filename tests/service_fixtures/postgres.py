@@ -36,7 +36,7 @@ def missing_reason() -> str | None:
         import psycopg  # noqa: F401
         import psycopg_pool  # noqa: F401
     except ImportError:
-        return 'psycopg 3 is not installed (pip install -e ".[postgres]"; scripts/setup.sh installs it)'
+        return 'psycopg 3 is not installed (bash scripts/setup.sh installs it)'
     if find_bindir() is None:
         return f"PostgreSQL server binaries (initdb, pg_ctl) not found under /usr/lib/postgresql/*/bin; {SETUP_HINT}"
     if os.geteuid() == 0:
