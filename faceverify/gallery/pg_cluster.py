@@ -1,7 +1,7 @@
-"""A throw-away PostgreSQL cluster for the tests: Debian's server binaries (``scripts/setup.sh
---test`` installs them), ``initdb`` + ``pg_ctl`` in a temporary folder, on a free loopback port.
-PostgreSQL refuses to run as root, so as root the cluster belongs to, and runs as, the
-``postgres`` system user."""
+"""A throw-away PostgreSQL cluster, for the tests and the benchmark (not for production): Debian's
+server binaries (``scripts/setup.sh --test`` installs them), ``initdb`` + ``pg_ctl`` in a
+temporary folder, on a free loopback port. PostgreSQL refuses to run as root, so as root the
+cluster belongs to, and runs as, the ``postgres`` system user."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ import itertools
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
-
-from .server import free_port
 
 SETUP_HINT = "run `bash scripts/setup.sh --test` as root (it installs Debian's postgresql package)"
 
@@ -54,8 +53,11 @@ class PostgresCluster:
         self.dir = Path(tempfile.mkdtemp(prefix="faceverify-pg-"))
         self.data = self.dir / "data"
         self.log = self.dir / "postgres.log"
-        self.port = free_port()
+        with socket.socket() as sock:  # a free loopback port
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
         self._names = itertools.count()
+        self.fsync = False
         if self.as_root:
             pw = pwd.getpwnam("postgres")
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
@@ -74,16 +76,17 @@ class PostgresCluster:
         except OSError:
             return ""
 
-    def init(self) -> "PostgresCluster":
+    def init(self, fsync: bool = False) -> "PostgresCluster":
+        self.fsync = fsync
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
                   "--locale=C", "--no-sync")
         return self.start()
 
     def start(self) -> "PostgresCluster":
-        # loopback TCP only, the socket in our folder; fsync off: the tests crash replicas, not
-        # this server, and a busy CI disk would make every commit slow
-        opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off "
-                "-c max_connections=200")
+        # loopback TCP only, the socket in our folder. fsync off (default): the tests crash replicas,
+        # not this server, and a busy CI disk would make every commit slow; the benchmark keeps it on
+        durability = "" if self.fsync else "-c fsync=off -c full_page_writes=off "
+        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 {durability}-c max_connections=200"
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "-t", "60", "start")
         return self
 
