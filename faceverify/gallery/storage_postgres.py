@@ -44,7 +44,7 @@ from .storage import (
 
 try:  # an optional dependency: only a postgresql:// gallery needs it
     import psycopg
-    from psycopg_pool import ConnectionPool, PoolTimeout
+    from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 except ImportError:  # pragma: no cover - reported when such a gallery is opened
     psycopg = None
 
@@ -145,14 +145,25 @@ class PostgresStorage(Storage):
         return StoreUnavailableError(f"the gallery database {self.location} is unavailable ({type(exc).__name__}: "
                                      f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'}); retry shortly.")
 
-    def open(self, dim: int, model_id: str) -> None:
-        self.dim = dim
-        self._pool = ConnectionPool(
+    def _make_pool(self) -> "ConnectionPool":
+        return ConnectionPool(
             self.url, min_size=1, max_size=self.pool_size, timeout=self.wait_timeout, open=False,
             kwargs={"autocommit": True, "connect_timeout": 5},
             check=ConnectionPool.check_connection,  # a connection broken by a server restart is replaced, not used
             name="faceverify-gallery",
         )
+
+    def _renew_pool(self) -> None:
+        """A fresh pool once the database is reachable again: the old one may be waiting out an
+        exponential reconnect back-off (seconds to minutes after a long outage)."""
+        old, self._pool = self._pool, self._make_pool()
+        self._pool.open(wait=False)
+        if old is not None:
+            old.close(timeout=1.0)  # requests still waiting on it get a 503 and retry
+
+    def open(self, dim: int, model_id: str) -> None:
+        self.dim = dim
+        self._pool = self._make_pool()
         try:
             self._pool.open(wait=True, timeout=15.0)
         except PoolTimeout as exc:
@@ -209,7 +220,7 @@ class PostgresStorage(Storage):
         try:
             with self._pool.connection() as conn:
                 yield conn
-        except (psycopg.OperationalError, PoolTimeout) as exc:
+        except (psycopg.OperationalError, PoolTimeout, PoolClosed) as exc:
             if isinstance(exc, psycopg.errors.TransactionRollback):
                 raise
             raise self._unavailable(exc) from exc
@@ -426,12 +437,15 @@ class PostgresStorage(Storage):
         ``poll`` seconds anyway, and right after every (re)connect, so changes made while this
         replica was disconnected are caught up from the change sequence. ``state`` gets
         ``connected`` and ``reconnects`` (for /health)."""
-        backoff = 0.1
+        backoff, lost = 0.1, False
         while not stop.is_set():
             try:
                 with psycopg.connect(self.url, autocommit=True, connect_timeout=3) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     state["connected"], backoff = True, 0.1
+                    if lost:  # the database is back: do not wait for the request pool's back-off
+                        self._renew_pool()
+                        lost = False
                     on_change()  # after LISTEN: anything committed from here on is notified or in this catch-up
                     idle = 0.0
                     while not stop.is_set():
@@ -445,7 +459,7 @@ class PostgresStorage(Storage):
                     log.exception("gallery: change follower failed")
                 elif state.get("connected"):
                     log.warning("gallery: lost the change feed from %s (%s); reconnecting", self.location, exc)
-                state["connected"] = False
+                state["connected"], lost = False, True
                 state["reconnects"] = state.get("reconnects", 0) + 1
                 stop.wait(backoff)
                 backoff = min(2.0, backoff * 2)
