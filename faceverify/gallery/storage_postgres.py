@@ -442,10 +442,10 @@ class PostgresStorage(Storage):
             try:
                 with psycopg.connect(self.url, autocommit=True, connect_timeout=3) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
-                    state["connected"], backoff = True, 0.1
                     if lost:  # the database is back: do not wait for the request pool's back-off
                         self._renew_pool()
                         lost = False
+                    state["connected"], backoff = True, 0.1
                     on_change()  # after LISTEN: anything committed from here on is notified or in this catch-up
                     idle = 0.0
                     while not stop.is_set():
