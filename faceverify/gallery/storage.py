@@ -12,11 +12,12 @@ so a replica can replay what other replicas did.
 from __future__ import annotations
 
 import json
+import threading
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -130,6 +131,11 @@ class Storage(ABC):
     def status(self) -> dict:
         """For /health."""
         return {"kind": self.kind}
+
+    def listen(self, on_change: Callable[[], None], stop: threading.Event, state: dict, poll: float = 2.0) -> None:
+        """Stores written by other processes too (``follows``): call ``on_change`` whenever they may
+        have committed something, until ``stop``."""
+        raise NotImplementedError(f"{self.kind} storage has a single writer: nothing to follow")
 
 
 def info_json(info: dict | None) -> str:
