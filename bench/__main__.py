@@ -31,6 +31,7 @@ SECTIONS = [
     ("gallery", "bench.gallery_search", "5. Gallery search vs numpy exact (synthetic vectors)"),
     ("service", "bench.service_speed", "6. Service: POST /verify under load"),
     ("training", "bench.train_speed", "7. Training speed"),
+    ("scale_out", "bench.scale_out", "8. Scale-out: gallery in SQLite (1 replica) vs PostgreSQL (1 and 2 replicas)"),
 ]
 NAMES = [s[0] for s in SECTIONS]
 # sections that measure a per-request latency path get its OpenMP wait policy (faceverify/threads.py),
@@ -299,8 +300,29 @@ def md_training(s: dict) -> str:
             + (f" Training runs at {x(tvi)} of the same network's fp32 inference rate." if tvi else ""))
 
 
+def md_scale_out(s: dict) -> str:
+    rows = []
+    for key, label in (("sqlite_1", "SQLite, 1 replica"), ("postgres_1", "PostgreSQL, 1 replica"), ("postgres_2", "PostgreSQL, 2 replicas")):
+        r = s[key]
+        if "skipped" in r:
+            rows.append([label] + [r["skipped"]] + [""] * 7)
+            continue
+        one, many = r["identify"][0], r["identify"][-1]
+        follow = r.get("follow_latency") or {}
+        rows.append([label, fmt(one["p50_ms"]), fmt(one["p99_ms"]), fmt(many["p50_ms"]), fmt(many["p99_ms"]), fmt(many["req_per_s"]),
+                     fmt(r["api_enroll"]["req_per_s"]), fmt(r["store_enroll"]["per_s"]), fmt(follow.get("p50_ms"))])
+    return (f"{s['enrolled']:,} synthetic {s['dim']}-d faces bulk-loaded into the store; `POST /identify` by embedding (gallery path, "
+            f"no inference) at 1 and {s['levels'][-1]} clients (2 replicas: clients alternate), {s['duration_s']} s per level; API "
+            f"enroll: photos at {s['enroll_clients']} clients (detection + embedding + commit); store enroll: `Gallery.enroll`, one "
+            "transaction per face; follow: 201 on one replica → /identify on the other returns the face.\n\n"
+            + table(["setup", "p50 ms (1)", "p99 ms (1)", f"p50 ms ({s['levels'][-1]})", f"p99 ms ({s['levels'][-1]})",
+                     f"req/s ({s['levels'][-1]})", "API enroll/s", "store enroll/s", "follow p50 ms"], rows)
+            + f"\n\nPostgreSQL 1 replica vs SQLite, p50 at 1 client: {x(s.get('pg1_vs_sqlite_p50_1_client'))}; 2 replicas vs 1, "
+              f"req/s at {s['levels'][-1]} clients: {x(s.get('pg2_vs_pg1_req_per_s_8_clients'))}. {s['note']}")
+
+
 RENDER = {"machine_limit": md_machine_limit, "embedding": md_embedding, "verify_pair": md_verify_pair, "prep": md_prep,
-          "gallery": md_gallery, "service": md_service, "training": md_training}
+          "gallery": md_gallery, "service": md_service, "training": md_training, "scale_out": md_scale_out}
 
 
 def markdown(res: dict) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -58,11 +59,12 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, model: Path, gallery: Path, *args: str):
+    def __init__(self, model: Path, gallery: Path | str, *args: str, log_dir: Path | None = None):
+        """``gallery``: a directory or a postgresql:// URL (then the log goes to ``log_dir``)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "FACEVERIFY_API_KEY": API_KEY}
-        self.log = open(gallery.parent / f"server-{self.port}.log", "wb")
+        self.log = open(Path(log_dir or Path(gallery).parent) / f"server-{self.port}.log", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "faceverify", "serve", "--model", str(model), "--gallery", str(gallery),
              "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning", *args],
@@ -97,18 +99,24 @@ class Server:
 # -- load -------------------------------------------------------------------------------------------
 
 
-async def run_level(url: str, make_request, concurrency: int, duration: float, max_requests: int, warmup: int = 2) -> dict:
-    """``concurrency`` clients send requests back to back until ``duration`` s or ``max_requests``."""
+async def run_level(url: str | list[str], make_request, concurrency: int, duration: float, max_requests: int,
+                    warmup: int = 2) -> dict:
+    """``concurrency`` clients send requests back to back until ``duration`` s or ``max_requests``.
+    Several ``url`` (replicas): client k talks to ``url[k % len(url)]`` (client-side round robin)."""
+    urls = [url] if isinstance(url, str) else list(url)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(httpx.AsyncClient(base_url=u, timeout=300, limits=limits,
+                                                                     headers={"X-API-Key": API_KEY})) for u in urls]
         for i in range(warmup):
-            await make_request(client, i)
+            for client in clients:
+                await make_request(client, i)
         latencies: list[float] = []
         statuses: dict[int, int] = {}
         counter = 0
         deadline = time.perf_counter() + duration
 
-        async def worker():
+        async def worker(client: httpx.AsyncClient):
             nonlocal counter
             while time.perf_counter() < deadline and counter < max_requests:
                 i = counter
@@ -119,10 +127,10 @@ async def run_level(url: str, make_request, concurrency: int, duration: float, m
                 statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
 
         start = time.perf_counter()
-        await asyncio.gather(*[worker() for _ in range(concurrency)])
+        await asyncio.gather(*[worker(clients[k % len(clients)]) for k in range(concurrency)])
         wall = time.perf_counter() - start
     lat = np.array(latencies) * 1e3
-    ok = statuses.get(200, 0)
+    ok = statuses.get(200, 0) + statuses.get(201, 0)
     return {
         "concurrency": concurrency,
         "requests": len(latencies),
@@ -151,6 +159,15 @@ def identify_photo_requests(photos: list[bytes], collection: str):
     return make
 
 
+def enroll_photo_requests(photos: list[bytes], collection: str, prefix: str):
+    """Each request enrolls one photo as a new subject (``{prefix}{i}``): detection + embedding +
+    one committed transaction."""
+    async def make(client: httpx.AsyncClient, i: int) -> httpx.Response:
+        return await client.post(f"/collections/{collection}/subjects/{prefix}{i}/faces", data={"policy": "largest_central"},
+                                 files={"image": ("p.jpg", photos[i % len(photos)], "image/jpeg")})
+    return make
+
+
 def identify_vector_requests(queries: np.ndarray, labels: np.ndarray, collection: str, hits: list):
     async def make(client: httpx.AsyncClient, i: int) -> httpx.Response:
         j = i % len(queries)
@@ -165,10 +182,10 @@ def identify_vector_requests(queries: np.ndarray, labels: np.ndarray, collection
 # -- synthetic gallery ------------------------------------------------------------------------------
 
 
-def build_gallery(path: Path, model: Path, dim: int, n_vectors: int, faces_per_subject: int, seed: int = 0):
-    """A gallery of ``n_vectors`` labelled synthetic faces: subject ``s{k}`` has
-    ``faces_per_subject`` noisy copies of a random unit centre. Returns (queries, labels): fresh
-    noisy copies of 200 subjects' centres (not enrolled themselves)."""
+def build_gallery(path: Path | str, model: Path, dim: int, n_vectors: int, faces_per_subject: int, seed: int = 0):
+    """A gallery (directory or postgresql:// URL) of ``n_vectors`` labelled synthetic faces: subject
+    ``s{k}`` has ``faces_per_subject`` noisy copies of a random unit centre, loaded straight into
+    the store. Returns (queries, labels): fresh noisy copies of 200 subjects' centres (not enrolled themselves)."""
     faces, subjects, queries, labels = synthetic_faces(n_vectors, dim, faces_per_subject, 200, seed)
     calibration = Calibration.for_model(model)
     # no index work while loading (huge flat_max, no snapshot): the server builds its index on start

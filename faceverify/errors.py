@@ -57,3 +57,27 @@ class DataNotFoundError(FaceverifyError):
 
 class ConfigError(FaceverifyError):
     code = "bad_config"
+
+
+class SchemaVersionError(ConfigError):
+    """The gallery store was written by another faceverify version (its schema is newer than this
+    code knows, or unreadable)."""
+
+    code = "schema_mismatch"
+
+
+class ModelMismatchError(ConfigError):
+    """The gallery was enrolled with another model: embeddings of different models are not comparable."""
+
+    code = "model_mismatch"
+
+
+class StoreUnavailableError(FaceverifyError):
+    """The gallery's database (PostgreSQL) cannot be reached right now; the request may be retried
+    after ``retry_after`` seconds (HTTP 503 + Retry-After)."""
+
+    code = "store_unavailable"
+
+    def __init__(self, message: str, retry_after: float = 2.0, **details):
+        super().__init__(message, **details)
+        self.retry_after = retry_after

@@ -3,15 +3,22 @@
 # Used by the README, .ci/run, the Dockerfile and every benchmark. Idempotent: re-running is cheap.
 #   FACEVERIFY_EXTRAS=dev (default: dev)   extras to install, e.g. "dev,bench"
 #   FACEVERIFY_GPU=1                       faiss-gpu instead of faiss-cpu
-#   --test                                 also what the tests drive: Debian chromium + chromedriver, and dlib's
-#                                          descriptor (the [dlib] extra: the teacher and the `--model dlib` path)
+#   --test                                 also the system packages the tests drive (Debian chromium + chromedriver;
+#                                          the PostgreSQL server, whose initdb/pg_ctl start throw-away clusters) and dlib's descriptor
+#                                          (the [dlib] extra: the teacher and the `--model dlib` path)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ "${1:-}" = "--test" ] && ! command -v chromedriver >/dev/null 2>&1; then
-  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
-  else
-    echo "setup: chromium + chromedriver are missing (needed by the demo-page test); install them as root." >&2
+if [ "${1:-}" = "--test" ]; then
+  missing=""
+  command -v chromedriver >/dev/null 2>&1 || missing="$missing chromium chromium-driver"
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"
+  if [ -n "$missing" ]; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+      # shellcheck disable=SC2086
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+    else
+      echo "setup: missing system packages:$missing (the demo-page and PostgreSQL tests need them); install them as root." >&2
+    fi
   fi
 fi
 PY=${PYTHON:-python3}

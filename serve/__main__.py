@@ -1,6 +1,7 @@
 """``faceverify serve``: the REST service on uvicorn.
 
     faceverify serve --model PATH --gallery DIR --host 127.0.0.1 --port 8000
+    faceverify serve --model PATH --gallery postgresql://USER@HOST:PORT/DB   # several replicas, one gallery
 
 API keys come from ``FACEVERIFY_API_KEY`` (comma-separated) or ``FACEVERIFY_API_KEY_FILE``; without
 ``--model`` the shipped ``models/default`` is served. The model is loaded and the gallery opened
@@ -19,7 +20,9 @@ from faceverify.errors import FaceverifyError
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="faceverify serve", description="Run the faceverify REST service.")
     p.add_argument("--model", default=None, help="checkpoint .pt, model directory, .onnx or dlib (dlib's descriptor, the [dlib] extra; default: models/default)")
-    p.add_argument("--gallery", default="gallery", help="gallery directory (SQLite + index snapshot; created if missing)")
+    p.add_argument("--gallery", default=None,
+                   help="gallery directory (SQLite + index snapshot; created if missing), or postgresql://USER@HOST:PORT/DB "
+                        "(shared by several replicas; env FACEVERIFY_GALLERY_URL). Default: env FACEVERIFY_GALLERY_URL, else ./gallery")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s; 0.0.0.0 in containers)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--auth", choices=("mutations", "all"), default=None,
@@ -41,6 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def gallery_setting(value: str | None) -> dict:
+    """``--gallery``: a postgresql:// URL or a directory; None leaves it to the environment/default."""
+    from faceverify.gallery import is_postgres_url
+
+    if value is None:
+        return {}
+    return {"gallery_url": value} if is_postgres_url(value) else {"gallery_dir": value}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -57,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         threads = apply_threads(latency_threads(args.torch_threads))  # before the model loads
         settings = Settings.from_env(
-            model=resolve_model(args.model), gallery_dir=args.gallery, auth_scope=args.auth,
+            model=resolve_model(args.model), auth_scope=args.auth, **gallery_setting(args.gallery),
             max_body_bytes=None if args.max_body_mb is None else int(args.max_body_mb * 1024 * 1024),
             max_pixels=args.max_pixels, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
             max_queue=args.max_queue, flat_max=args.flat_max, nprobe=args.nprobe, pca=args.pca, flip=args.flip,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from faceverify.paths import data_root
@@ -22,3 +24,29 @@ def detector():
     from faceverify.detect import FaceDetector
 
     return FaceDetector()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throw-away PostgreSQL cluster (faceverify/gallery/pg_cluster.py). Missing binaries fail
+    the run when root (CI runs `make test` as root after `scripts/setup.sh --test`, which installs
+    them); without root and without binaries the PostgreSQL tests are skipped, with the reason."""
+    from faceverify.gallery.pg_cluster import PostgresCluster, find_bindir, missing_reason
+
+    reason = missing_reason()
+    if reason:
+        if os.geteuid() == 0 or os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL tests cannot run: {reason}", pytrace=False)
+        pytest.skip(reason)
+    cluster = PostgresCluster(find_bindir()).init()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def gallery_store(request, tmp_path):
+    """A fresh, empty gallery location for each storage back-end: a directory (SQLite) or the URL
+    of a new database in the test cluster (PostgreSQL)."""
+    if request.param == "sqlite":
+        return tmp_path / "gallery"
+    return request.getfixturevalue("pg_cluster").new_database()

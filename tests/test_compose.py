@@ -1,16 +1,21 @@
-"""docker-compose.yml and Dockerfile, validated structurally (no Docker engine on this machine):
-the service, a named gallery volume, the model path, the API key from the environment, a
-healthcheck on /health, and image install steps identical to the README's set-up."""
+"""docker-compose.yml, deploy/nginx.conf and Dockerfile, validated structurally (no Docker engine
+and no compose plugin on this machine, so `docker compose config` cannot run here): PostgreSQL
+(official image, named volume, health check), two service replicas on it, nginx balancing over
+them, the model path, the secrets from the environment, health checks, and image install steps
+identical to the README's set-up."""
 
 from __future__ import annotations
 
 import re
 import shlex
 
+from urllib.parse import urlsplit
+
 import pytest
 import yaml
 
 from faceverify.paths import REPO_ROOT
+from faceverify.gallery import is_postgres_url
 from serve.__main__ import build_parser
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
@@ -36,8 +41,11 @@ def compose():
 
 @pytest.fixture(scope="module")
 def service(compose):
-    assert list(compose["services"]) == ["faceverify"]
+    assert set(compose["services"]) == {"postgres", "faceverify", "proxy"}
     return compose["services"]["faceverify"]
+
+
+ENV = {"FACEVERIFY_API_KEY": "k", "FACEVERIFY_DB_PASSWORD": "pw"}
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
@@ -54,14 +62,35 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 def test_service_command_is_a_valid_serve_invocation(service):
     args = build_parser().parse_args(service["command"])  # the exact CLI the container runs
     assert args.host == "0.0.0.0" and args.port == 8000
-    assert args.model == "/models/default" and args.gallery == "/data/gallery"
+    assert args.model == "/models/default"
+    assert args.gallery is None  # the gallery comes from FACEVERIFY_GALLERY_URL (password not in argv)
     assert service["build"]["context"] == "." and (REPO_ROOT / service["build"]["dockerfile"]).is_file()
 
 
-def test_gallery_is_a_named_volume_and_model_is_mounted_read_only(compose, service):
+def test_at_least_two_replicas_share_the_postgres_gallery(compose, service):
+    assert service["deploy"]["replicas"] >= 2
+    assert "ports" not in service  # reached through the proxy only
+    url = urlsplit(interpolate(service["environment"]["FACEVERIFY_GALLERY_URL"], ENV))
+    pg = compose["services"]["postgres"]
+    assert is_postgres_url(url.geturl()) and url.hostname == "postgres" and url.port == 5432
+    assert url.username == pg["environment"]["POSTGRES_USER"] and url.path == "/" + pg["environment"]["POSTGRES_DB"]
+    assert url.password == interpolate(pg["environment"]["POSTGRES_PASSWORD"], ENV) == "pw"
+    with pytest.raises(KeyError, match="FACEVERIFY_DB_PASSWORD"):
+        interpolate(pg["environment"]["POSTGRES_PASSWORD"], {})  # compose refuses to start without one
+    assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_postgres_is_the_official_image_with_a_named_volume_and_healthcheck(compose):
+    pg = compose["services"]["postgres"]
+    assert re.fullmatch(r"postgres:\d+[\w.-]*", pg["image"])  # the official image (Docker Hub library)
+    (volume,) = pg["volumes"]
+    assert volume["type"] == "volume" and volume["source"] in compose["volumes"]
+    assert volume["target"] == "/var/lib/postgresql/data"
+    assert pg["healthcheck"]["test"][:2] == ["CMD", "pg_isready"] and pg["healthcheck"]["retries"] >= 1
+
+
+def test_model_is_mounted_read_only(service):
     volumes = {v["target"]: v for v in service["volumes"]}
-    gallery = volumes["/data/gallery"]
-    assert gallery["type"] == "volume" and gallery["source"] in compose["volumes"]
     model = volumes["/models/default"]
     assert model["type"] == "bind" and model["read_only"] is True
     assert interpolate(model["source"], {}) == "./models/default"
@@ -76,10 +105,48 @@ def test_api_key_comes_from_the_environment_and_is_required(service):
     assert interpolate(env["FACEVERIFY_AUTH"], {}) in ("mutations", "all")
 
 
-def test_port_published_on_loopback_by_default(service):
-    (mapping,) = service["ports"]
-    assert interpolate(mapping, {}) == "127.0.0.1:8000:8000"
-    assert interpolate(mapping, {"FACEVERIFY_BIND": "0.0.0.0", "FACEVERIFY_PORT": "9000"}) == "0.0.0.0:9000:8000"
+def nginx_blocks(text: str) -> dict:
+    """The nginx config's directives, nested by block: {"http": [{"upstream faceverify": [...]}, ...]}."""
+    tokens = re.findall(r"[{};]|[^\s{};]+", re.sub(r"#[^\n]*", "", text))
+    def parse(i):
+        out, words = [], []
+        while i < len(tokens):
+            t = tokens[i]
+            if t == ";":
+                out.append(" ".join(words)); words = []
+            elif t == "{":
+                body, i = parse(i + 1)
+                out.append({" ".join(words): body}); words = []
+            elif t == "}":
+                return out, i
+            else:
+                words.append(t)
+            i += 1
+        return out, i
+    return parse(0)[0]
+
+
+def test_proxy_balances_verify_and_identify_over_the_replicas(compose, service):
+    proxy = compose["services"]["proxy"]
+    assert proxy["image"].startswith("nginx:")
+    (mount,) = proxy["volumes"]
+    assert mount["read_only"] and mount["target"] == "/etc/nginx/nginx.conf"
+    conf = nginx_blocks((REPO_ROOT / mount["source"]).read_text())
+    http = next(b["http"] for b in conf if isinstance(b, dict) and "http" in b)
+    upstream = next(b["upstream faceverify"] for b in http if isinstance(b, dict) and "upstream faceverify" in b)
+    # the upstream is the replicated service on its container port: one upstream server per replica
+    assert any(d.startswith(f"server faceverify:{build_parser().parse_args(service['command']).port}") for d in upstream)
+    server = next(b["server"] for b in http if isinstance(b, dict) and "server" in b)
+    listen = next(int(d.split()[1]) for d in server if isinstance(d, str) and d.startswith("listen"))
+    (mapping,) = proxy["ports"]
+    assert interpolate(mapping, {}) == f"127.0.0.1:8000:{listen}"  # published on loopback by default
+    assert interpolate(mapping, {"FACEVERIFY_BIND": "0.0.0.0", "FACEVERIFY_PORT": "9000"}) == f"0.0.0.0:9000:{listen}"
+    locations = {k: v for b in server if isinstance(b, dict) for k, v in b.items() if k.startswith("location")}
+    for path in ("/verify", "/identify"):
+        (loc,) = [v for k, v in locations.items() if re.fullmatch(k.split()[-1], path) or k.split()[-1] == path]
+        assert "proxy_pass http://faceverify" in loc
+    assert "proxy_pass http://faceverify" in locations["location /"]
+    assert proxy["depends_on"]["faceverify"]["condition"] == "service_healthy"
 
 
 def test_healthcheck_polls_health_on_the_served_port(service):

@@ -1,4 +1,5 @@
-"""The persistent gallery: SQLite truth + FAISS index, without the model or the server."""
+"""The persistent gallery: its store (SQLite and PostgreSQL: the `gallery_store` fixture runs a test
+against both) + FAISS index, without the model or the server."""
 
 from __future__ import annotations
 
@@ -32,9 +33,9 @@ def unit(rng, n=1, dim=DIM):
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def test_enroll_search_delete_roundtrip(tmp_path):
+def test_enroll_search_delete_roundtrip(gallery_store):
     rng = np.random.default_rng(0)
-    g = Gallery(tmp_path, DIM, "m1")
+    g = Gallery(gallery_store, DIM, "m1")
     g.create_collection("staff")
     vecs = unit(rng, 6)
     recs = [g.enroll("staff", f"person{i % 3}", vecs[i], {"i": i}) for i in range(6)]
@@ -89,14 +90,14 @@ def test_persistence_snapshot_and_rebuild(tmp_path):
         assert g.size == 19 and g.search("a", vecs[3], k=1)[0].face_id == recs[3].face_id
 
 
-def test_model_and_dimension_guard(tmp_path):
-    with Gallery(tmp_path, DIM, "model-A") as g:
+def test_model_and_dimension_guard(gallery_store):
+    with Gallery(gallery_store, DIM, "model-A") as g:
         g.create_collection("c")
     with pytest.raises(ConfigError, match="model-A"):
-        Gallery(tmp_path, DIM, "model-B")
+        Gallery(gallery_store, DIM, "model-B")
     with pytest.raises(ConfigError, match="32-d"):
-        Gallery(tmp_path, 64, "model-A")
-    with Gallery(tmp_path, DIM, "model-A") as g:
+        Gallery(gallery_store, 64, "model-A")
+    with Gallery(gallery_store, DIM, "model-A") as g:
         with pytest.raises(DimensionMismatchError):
             g.enroll("c", "x", np.ones(DIM + 1, np.float32))
         with pytest.raises(DimensionMismatchError):
@@ -109,10 +110,10 @@ def test_identifier_validation_rejects_path_tricks(bad):
         validate_identifier(bad)
 
 
-def test_identifier_validation_accepts_normal_names(tmp_path):
+def test_identifier_validation_accepts_normal_names(gallery_store):
     for ok in ["George_W_Bush", "a", "team-1", "v1.2", "X" * 64]:
         assert validate_identifier(ok) == ok
-    with Gallery(tmp_path, DIM) as g:
+    with Gallery(gallery_store, DIM) as g:
         with pytest.raises(InvalidIdentifierError):
             g.create_collection("../x")
         g.create_collection("ok")
@@ -121,10 +122,10 @@ def test_identifier_validation_accepts_normal_names(tmp_path):
         assert g.db_face_count() == 0
 
 
-def test_index_type_by_size_switches_to_ivf(tmp_path):
+def test_index_type_by_size_switches_to_ivf(gallery_store):
     rng = np.random.default_rng(2)
     vecs = unit(rng, 400)
-    with Gallery(tmp_path, DIM, flat_max=100, nprobe=64) as g:
+    with Gallery(gallery_store, DIM, flat_max=100, nprobe=64) as g:
         g.create_collection("big")
         g.enroll_many("big", [(f"s{i}", vecs[i], {}) for i in range(100)])
         assert g.describe()["collections"]["big"]["type"] == "flat"
@@ -136,11 +137,11 @@ def test_index_type_by_size_switches_to_ivf(tmp_path):
             assert g.search("big", vecs[i], k=1)[0].face_id == recs[i - 100].face_id
         g.delete_subject("big", "s399")
         assert g.size == 399
-    with Gallery(tmp_path, DIM, flat_max=100, nprobe=64) as g:  # loaded from snapshot, still IVF
+    with Gallery(gallery_store, DIM, flat_max=100, nprobe=64) as g:  # SQLite: loaded from snapshot; PostgreSQL: rebuilt; still IVF
         assert g.describe()["collections"]["big"]["type"] == "ivf" and g.size == 399
 
 
-def test_pca_projection(tmp_path):
+def test_pca_projection(tmp_path, gallery_store):
     rng = np.random.default_rng(3)
     # training embeddings that live near an 8-d subspace of the 32-d space
     basis = np.linalg.qr(rng.standard_normal((DIM, 8)))[0].T
@@ -150,7 +151,7 @@ def test_pca_projection(tmp_path):
     pca.save(tmp_path / "pca.npz")
     pca = PCAProjection.load(tmp_path / "pca.npz")
     probes = (rng.standard_normal((10, 8)) @ basis).astype(np.float32)
-    with Gallery(tmp_path / "g", DIM, pca=pca) as g:
+    with Gallery(gallery_store, DIM, pca=pca) as g:
         g.create_collection("c")
         recs = g.enroll_many("c", [(f"s{i}", probes[i], {}) for i in range(10)])
         assert g.describe()["pca"] == {"in_dim": DIM, "out_dim": 8}
@@ -184,8 +185,8 @@ CRASH_WRITER = textwrap.dedent(
 )
 
 
-def test_kill_9_loses_no_acknowledged_enrollment(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-c", CRASH_WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+def test_kill_9_loses_no_acknowledged_enrollment(gallery_store):
+    proc = subprocess.Popen([sys.executable, "-c", CRASH_WRITER, str(gallery_store)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(0.5)
@@ -198,7 +199,7 @@ def test_kill_9_loses_no_acknowledged_enrollment(tmp_path):
     assert len(acked) > 5, "the writer should have acknowledged several enrollments in 0.5 s"
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((len(acked) + 5, 32)).astype(np.float32)
-    with Gallery(tmp_path, 32, "m") as g:
+    with Gallery(gallery_store, 32, "m") as g:
         assert g.integrity_check() == "ok"
         stored = {f.face_id for f in g.list_faces("c")}
         assert {fid for fid, _ in acked} <= stored

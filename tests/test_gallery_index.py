@@ -29,10 +29,10 @@ def unit(x):
 
 
 @pytest.fixture(params=["pq4fs", "sq8"])
-def big(tmp_path, request):
+def big(gallery_store, request):
     rng = np.random.default_rng(7)
     faces, queries = synthetic_faces(rng, 600, 5)
-    g = Gallery(tmp_path, DIM, "m", flat_max=500, ivf_codec=request.param)
+    g = Gallery(gallery_store, DIM, "m", flat_max=500, ivf_codec=request.param)
     g.create_collection("c")
     recs = g.enroll_many("c", [(f"s{i // 5}", v, {}) for i, v in enumerate(faces)])
     yield g, faces, queries, recs
@@ -99,14 +99,14 @@ def test_fast_scan_needs_dimensions_in_eights(tmp_path):
         assert g.search("c", queries[2], k=1)[0].subject == "s2"
 
 
-def test_rebuild_streams_every_row_in_chunks(tmp_path):
+def test_rebuild_streams_every_row_in_chunks(gallery_store):
     dim = 8
     rng = np.random.default_rng(9)
     vecs = unit(rng.standard_normal((45_000, dim)).astype(np.float32))  # > 2 chunks of 20,000
-    with Gallery(tmp_path, dim, flat_max=10**9, use_snapshot=False) as g:
+    with Gallery(gallery_store, dim, flat_max=10**9, use_snapshot=False) as g:
         g.create_collection("c")
         recs = g.enroll_many("c", [(f"s{i % 1000}", v, {}) for i, v in enumerate(vecs)])
-    with Gallery(tmp_path, dim, flat_max=10**9, use_snapshot=False) as g:
+    with Gallery(gallery_store, dim, flat_max=10**9, use_snapshot=False) as g:
         assert g.size == 45_000
         for i in (0, 19_999, 20_000, 44_999):
             hit = g.search("c", vecs[i], k=1)[0]

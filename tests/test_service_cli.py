@@ -68,10 +68,12 @@ def test_serve_refuses_to_start_without_a_model(tmp_path):
     assert run.returncode == 2 and "nope.pt does not exist" in run.stderr
 
 
-def test_serve_refuses_a_gallery_of_another_model(tiny_model, tmp_path):
+def test_serve_refuses_a_gallery_of_another_model(tiny_model, gallery_store):
+    """SQLite directory and PostgreSQL URL alike: a replica started with another model than the
+    gallery's exits with status 2 and says why."""
     from faceverify.gallery import Gallery
 
-    Gallery(tmp_path / "g", 64, "some-other-model:flip=none").close()
+    Gallery(gallery_store, 64, "some-other-model:flip=none").close()
     run = subprocess.run([sys.executable, "-m", "faceverify", "serve", "--model", str(tiny_model),
-                          "--gallery", str(tmp_path / "g"), "--port", "1"], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 2 and "not comparable" in run.stderr
+                          "--gallery", str(gallery_store), "--port", "1"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "not comparable" in run.stderr and "some-other-model" in run.stderr

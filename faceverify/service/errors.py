@@ -94,6 +94,7 @@ STATUS = {
     "conflict": 409,
     "overloaded": 503,
     "not_ready": 503,
+    "store_unavailable": 503,
     "internal_error": 500,
     "client_closed": CLIENT_CLOSED,
 }
@@ -142,8 +143,9 @@ def error_response(code: str, message: str, details: dict | None = None, status:
 
 async def faceverify_error_handler(request: Request, exc: FaceverifyError) -> JSONResponse:
     headers = None
-    if isinstance(exc, OverloadedError):
-        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    retry_after = getattr(exc, "retry_after", None)  # overloaded, not ready, gallery store unreachable
+    if retry_after is not None:
+        headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
     status = STATUS.get(exc.code)
     if status is None or (status >= 500 and not isinstance(exc, OverloadedError)):
         # a library error with no client meaning (e.g. bad_config at run time): a server bug, logged;

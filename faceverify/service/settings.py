@@ -18,11 +18,19 @@ class Settings(BaseModel):
     """Everything ``create_app`` needs. Environment variables (read by :meth:`from_env`):
 
     ``FACEVERIFY_API_KEY`` (comma-separated keys; several allow rotation), ``FACEVERIFY_API_KEY_FILE``
-    (one key per line), ``FACEVERIFY_AUTH`` (``mutations`` | ``all``).
+    (one key per line), ``FACEVERIFY_AUTH`` (``mutations`` | ``all``), ``FACEVERIFY_GALLERY_URL``
+    (a ``postgresql://`` gallery; keeps a password out of the command line).
     """
+
+    @property
+    def gallery_location(self) -> str | Path:
+        return self.gallery_url or self.gallery_dir
 
     model: Path | None = Field(None, description="checkpoint .pt, model directory or .onnx; None = models/default")
     gallery_dir: Path = Field(Path("gallery"), description="directory of the SQLite gallery and its index snapshot")
+    gallery_url: str | None = Field(None, pattern=r"^postgres(ql)?://",
+                                    description="postgresql://USER@HOST:PORT/DB: the gallery in PostgreSQL, shared by "
+                                                "several replicas (instead of gallery_dir)")
     api_keys: list[str] = Field(default_factory=list, description="accepted API keys (empty: gallery mutations are refused)")
     auth_scope: AuthScope = Field("mutations", description="which routes need a key: gallery mutations, or all but /health")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body (413 payload_too_large)")
@@ -50,6 +58,10 @@ class Settings(BaseModel):
         values: dict = {"api_keys": keys}
         if os.environ.get("FACEVERIFY_AUTH"):
             values["auth_scope"] = os.environ["FACEVERIFY_AUTH"]
+        if os.environ.get("FACEVERIFY_GALLERY_URL"):
+            values["gallery_url"] = os.environ["FACEVERIFY_GALLERY_URL"]
+        if overrides.get("gallery_dir") is not None and overrides.get("gallery_url") is None:
+            values.pop("gallery_url", None)  # an explicit directory beats FACEVERIFY_GALLERY_URL
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls(**values)

@@ -26,7 +26,7 @@ def load_verifier(settings: Settings) -> Verifier:
 
 def open_gallery(settings: Settings, verifier: Verifier) -> Gallery:
     pca = PCAProjection.load(settings.pca) if settings.pca else None
-    return Gallery(settings.gallery_dir, verifier.dim, verifier.fingerprint, flat_max=settings.flat_max,
+    return Gallery(settings.gallery_location, verifier.dim, verifier.fingerprint, flat_max=settings.flat_max,
                    nprobe=settings.nprobe, pca=pca)
 
 

@@ -24,13 +24,17 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, model: Path, gallery: Path, *args: str, api_key: str | None = API_KEY, env: dict | None = None):
-        self.model, self.gallery, self.args = Path(model), Path(gallery), list(args)
+    def __init__(self, model: Path, gallery: Path | str, *args: str, api_key: str | None = API_KEY, env: dict | None = None,
+                 log_dir: Path | None = None):
+        """``gallery``: a directory, or a postgresql:// URL (then ``log_dir`` says where the log goes)."""
+        is_url = str(gallery).startswith("postgresql://")
+        self.model, self.gallery, self.args = Path(model), (str(gallery) if is_url else Path(gallery)), list(args)
         self.api_key = api_key
         self.env = env or {}
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
-        self.log_path = self.gallery.parent / f"server-{self.gallery.name}-{self.port}.log"
+        name = "pg" if is_url else self.gallery.name
+        self.log_path = Path(log_dir or self.gallery.parent) / f"server-{name}-{self.port}.log"
 
     @property
     def url(self) -> str:

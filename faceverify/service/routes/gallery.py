@@ -156,7 +156,7 @@ async def identify(request: Request, service: ServiceDep) -> IdentifyResponse:
         raise BadRequestError("send exactly one of image (a photo) or embedding (a vector from POST /embed).")
     choice = service.verifier.threshold(params.threshold, params.operating_point)
     gallery: Gallery = service.gallery
-    await run_in_threadpool(gallery.get_collection, params.collection)  # 404 before any inference
+    gallery.require_collection(params.collection)  # 404 before any inference (this replica's index: no database)
     face_info, queue_ms, inference_ms = None, 0.0, 0.0
     t1 = time.perf_counter()
     if embedding is not None:

@@ -1,0 +1,55 @@
+"""The face gallery: collections -> subjects -> faces.
+
+A *store* is the source of truth (collections, subjects, faces with their embeddings, the model
+fingerprint, a change sequence): SQLite in a directory (one process; ``storage_sqlite``) or
+PostgreSQL at a ``postgresql://`` URL (shared by several service replicas; ``storage_postgres``).
+FAISS is only a search index over it (``index``), built from the store on start (SQLite: or
+loaded from a snapshot that provably matches the database) and then kept in step with every
+change, in change-sequence order: a replica applies its own writes before acknowledging them, and
+follows the other replicas' through LISTEN/NOTIFY plus a catch-up from the change sequence. Every
+mutation is one durable transaction, so a ``kill -9`` at any moment loses no acknowledged
+enrollment and leaves no half-state (the index is derived data and is never trusted across a crash).
+
+Index type by size, per collection: an exact inner-product ``flat`` index up to ``flat_max``
+faces, an ``ivf`` index (inner product, trained on the collection's own vectors) past it. Its
+codes (``ivf_codec``) are 4-bit product-quantised with FAISS's SIMD "fast scan" (``pq4fs``, the
+default: d/2 bytes a vector, 43 MB at 1M x 512, ~10x faster to scan than 8-bit codes),
+8-bit scalar-quantised (``sq8``, d bytes) or float32 (``flat``, 4d bytes). The index only proposes
+candidates (``rerank`` of them at least); their order and similarity come from the exact stored
+embeddings, so coarse codes cost little recall. ``nprobe=None`` searches a third of the IVF
+lists (``AUTO_NPROBE_FRACTION``). Vectors are L2-normalised, so inner product = cosine similarity. An optional PCA projection
+(:class:`PCAProjection`, fitted on training embeddings) makes the indexed vectors compact; the
+database always keeps the full embedding, so the projection can be changed by restarting.
+"""
+
+from .common import (
+    FACE_ID_RE,
+    IDENTIFIER_RE,
+    CollectionInfo,
+    ConflictError,
+    DimensionMismatchError,
+    FaceRecord,
+    GalleryError,
+    Hit,
+    InvalidIdentifierError,
+    NotFoundError,
+    PCAProjection,
+    SubjectInfo,
+    SubjectMatch,
+    l2_normalize,
+    validate_face_id,
+    validate_identifier,
+)
+from .core import Gallery, open_storage
+from .fit_pca import fit_pca_main
+from .index import AUTO_NPROBE_FRACTION, DEFAULT_RERANK, IVF_CODECS, CollectionIndex, resolve_nprobe
+from .storage import is_postgres_url
+from .storage_sqlite import DB_NAME, INDEX_DIR
+
+__all__ = [
+    "AUTO_NPROBE_FRACTION", "DB_NAME", "DEFAULT_RERANK", "FACE_ID_RE", "IDENTIFIER_RE", "INDEX_DIR", "IVF_CODECS",
+    "CollectionIndex", "CollectionInfo", "ConflictError", "DimensionMismatchError", "FaceRecord", "Gallery",
+    "GalleryError", "Hit", "InvalidIdentifierError", "NotFoundError", "PCAProjection", "SubjectInfo", "SubjectMatch",
+    "fit_pca_main", "is_postgres_url", "l2_normalize", "open_storage", "resolve_nprobe", "validate_face_id",
+    "validate_identifier",
+]
