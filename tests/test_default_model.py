@@ -38,6 +38,17 @@ def test_the_default_model_folder_is_complete(manifest):
     assert info.template == manifest["template"]
 
 
+def test_the_model_card_names_teacher_data_and_settings(manifest):
+    assert {"backbone", "template", "recipe", "teacher", "evaluation", "lfw_view2"} <= manifest.keys()
+    state = load_checkpoint(DEFAULT_MODEL_DIR / "model.pt")
+    distilled = bool((state["config"].get("distill") or {}).get("teacher"))
+    assert (manifest["teacher"] is not None) == distilled  # a distilled model names its teacher
+    if distilled:
+        assert manifest["teacher"]["licence"].startswith("public domain") and manifest["teacher"]["embedding_dim"] == 128
+    for path in DEFAULT_MODEL_DIR.rglob("*.json"):  # no machine paths in the shipped folder
+        assert str(REPO) not in path.read_text(), path
+
+
 def test_the_committed_recipe_trained_the_default_model(manifest):
     state = load_checkpoint(DEFAULT_MODEL_DIR / "model.pt")
     committed = load_config(REPO / manifest["recipe"])
@@ -47,11 +58,14 @@ def test_the_committed_recipe_trained_the_default_model(manifest):
 def test_eval_lfw_reproduces_the_committed_accuracy(manifest, tmp_path):
     committed = json.loads((DEFAULT_MODEL_DIR / "report" / "lfw.json").read_text())
     out = tmp_path / "lfw"
-    argv = [sys.executable, "-m", "faceverify", "eval", "lfw", "--model", str(DEFAULT_MODEL_DIR), "--flip", committed["flip"],
-            "--no-calibration", "--cache", str(tmp_path / "cache"), "--out", str(out)]
+    # the README's plain command: the default model with its recorded settings, writing under --out only
+    before = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout
+    argv = [sys.executable, "-m", "faceverify", "eval", "lfw", "--cache", str(tmp_path / "cache"), "--out", str(out)]
     result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout == before
     again = json.loads((out / "lfw.json").read_text())
-    assert again["pairs"] == 6000
+    assert again["pairs"] == 6000 and len(again["folds"]) == 10 and "0.001" in again["tar_at_far"]
+    assert again["flip"] == manifest["evaluation"]["flip"] == committed["flip"]
     assert abs(again["accuracy_mean"] - committed["accuracy_mean"]) <= 0.002
     assert abs(again["accuracy_mean"] - manifest["lfw_view2"]["accuracy_mean"]) <= 0.002

@@ -167,9 +167,16 @@ _NOT_RECIPE = {("train", "device"), ("train", "channels_last"), ("train", "threa
                ("data", "workers"), ("data", "origins"), ("data", "extra_root"), ("distill", "workers")}
 
 
+# keys added after recipes were first hashed: left out while they hold their "off" value, so an older
+# recipe (and the checkpoints it made) keeps its hash
+_OFF_BY_DEFAULT = {("data", "select"): [], ("data", "extra_root"): None}
+
+
 def recipe_hash(cfg: dict) -> str:
     """sha256 of the merged recipe (canonical JSON) without its run-placement keys: two runs with
     the same hash trained the same thing, whatever their machine, threads or logging."""
-    kept = {section: ({k: v for k, v in values.items() if (section, k) not in _NOT_RECIPE}
-                      if isinstance(values, dict) else values) for section, values in cfg.items()}
+    kept = {section: ({k: v for k, v in values.items() if (section, k) not in _NOT_RECIPE
+                       and not ((section, k) in _OFF_BY_DEFAULT and v == _OFF_BY_DEFAULT[(section, k)])}
+                      if isinstance(values, dict) else values) for section, values in cfg.items()
+            if not (section == "distill" and not (values or {}).get("teacher"))}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
