@@ -136,9 +136,9 @@ def apply_recorded_settings(args, spec: str) -> None:
     recorded = recorded_settings(spec)
     if args.flip is None:
         args.flip = recorded.get("flip", "none")
-    if getattr(args, "pca", None) is None and recorded.get("pca") is not None:
+    if hasattr(args, "pca") and args.pca is None and recorded.get("pca") is not None:
         args.pca = recorded["pca"]
-    if args.metric is None:  # the metric a descriptor was trained for is part of the model, not a tuning knob
+    if hasattr(args, "metric") and args.metric is None:  # a descriptor's metric is part of the model, not a knob
         args.metric = recorded.get("metric") or ("euclidean" if spec == "dlib" else "cosine")
 
 
@@ -471,11 +471,13 @@ def run_megaface(args, command: str) -> dict:
     if args.probe_features:
         if not args.probe_list:
             raise ConfigError("--probe-features needs --probe-list (one 'identity/image' line per row).")
+        args.flip = args.flip or "none"  # features given as files are used as they are
         probe_feats = np.asarray(load_features_npy(args.probe_features), dtype=np.float32)
         probe_names = read_feature_list(args.probe_list, probe_feats.shape[0])
         model_label = f"features:{args.probe_features}"
     else:
         spec = resolve_model(args.model)
+        apply_recorded_settings(args, spec)
         probe_root = Path(args.probes) if args.probes else lfw_root() / "images"
         probe_names = scan_folder(probe_root)
         if not probe_names:

@@ -260,7 +260,7 @@ class Verifier:
         if point not in OPERATING_POINTS and point not in self.calibration.thresholds:
             raise UnknownOperatingPointError(f"unknown operating point {point!r}; choose one of {list(OPERATING_POINTS)}.")
         if point in self.calibration.thresholds:
-            file = str(self.calibration.path) if self.calibration.path else None
+            file = self.calibration.path.name if self.calibration.path else None  # a name, never a server path
             return ThresholdChoice(self.calibration.thresholds[point], "calibration", point, file)
         return ThresholdChoice(UNCALIBRATED_THRESHOLD, "uncalibrated_default", point, None)
 

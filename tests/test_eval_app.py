@@ -57,11 +57,18 @@ def test_eval_lfw_writes_reports_and_calibration(checkpoint, small_pairs, tmp_pa
     assert d["flip"] == "concat" and d["images"] == 40
     assert isinstance(d["no_face"], int) and d["no_face"] == len(d["no_face_images"])
     assert sum(d["alignment_sources"].values()) == 40
-    # calibration beside the model, in the documented format
-    cal = json.loads((checkpoint.parent / "calibration.json").read_text())
+    # the thresholds are written under --out only: evaluating never changes the model's folder
+    assert not (checkpoint.parent / "calibration.json").exists()
+    cal = json.loads((out / "calibration.json").read_text())
     assert cal["metric"] == "cosine" and cal["flip"] == "concat"
-    assert set(cal["thresholds"]) == {"far_1e-3", "far_1e-4", "best_accuracy"}
+    assert set(cal["thresholds"]) == {"far_1e-2", "far_1e-3", "far_1e-4", "best_accuracy"}
     assert all(-1.0 <= t <= 1.0 for t in cal["thresholds"].values())
+    assert cal["thresholds"]["far_1e-2"] <= cal["thresholds"]["far_1e-3"] <= cal["thresholds"]["far_1e-4"]
+    # --write-calibration places it beside the model, where the service reads it
+    assert eval_app.main(["lfw", "--model", str(checkpoint), "--pairs", str(small_pairs), "--out", str(tmp_path / "o2"),
+                          "--cache", str(tmp_path / "cache"), "--flip", "concat", "--write-calibration"]) == 0
+    assert json.loads((checkpoint.parent / "calibration.json").read_text())["thresholds"] == cal["thresholds"]
+    (checkpoint.parent / "calibration.json").unlink()  # the module's other tests use the bare checkpoint
     for name in ("lfw.md", "lfw_roc.png", "lfw_scores.png"):
         assert (out / name).stat().st_size > 500, name
     assert "OPTIMISTIC" in (out / "lfw.md").read_text()
