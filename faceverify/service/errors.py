@@ -147,6 +147,9 @@ async def faceverify_error_handler(request: Request, exc: FaceverifyError) -> JS
     if retry_after is not None:
         headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
     status = STATUS.get(exc.code)
+    if exc.code == "store_unavailable":  # its message names the database URL: the client gets none of it
+        return error_response(exc.code, "the gallery database is unavailable; retry after the Retry-After delay.",
+                              {}, status, headers)
     if status is None or (status >= 500 and not isinstance(exc, OverloadedError)):
         # a library error with no client meaning (e.g. bad_config at run time): a server bug, logged;
         # its message may name server files, so the client gets the generic internal_error
