@@ -282,7 +282,9 @@ def run_lfw(args, command: str) -> dict:
              embedder=info["embedder"], feature_seconds=info["seconds"],
              cache_file=Path(info["cache_file"]).name if info["cache_file"] else None, command=command)
     d["misclassified_pairs"] = misclassified(pairs, protocol, no_face_imgs)
-    calibration = calibrate(feats, args.flip, rep.calibration()["thresholds"]["best_accuracy"],
+    from faceverify.evaluation import metrics
+
+    calibration = calibrate(feats, args.flip, metrics.best_threshold(plain, pairs.same),
                             f"faceverify eval lfw on {pairs_file.name} ({d['pairs']} pairs), alignment {alignment['source']}",
                             Path(str(spec)).name)
     d["calibration"] = calibration
@@ -358,8 +360,10 @@ def run_view1(args, command: str) -> dict:
         alignment = {"source": f"dlib {args.dlib_detector}", "points": args.dlib_points, "fallback": "center_crop"}
     feats, info = features_for(args, spec, root, list(dict.fromkeys(left + right)), None, alignment)
     # two "folds": DevTrain supplies mu, PCA and the threshold for DevTest (fold 2 of ten_fold)
-    protocol = lfw.ten_fold(feats.vectors(left, args.flip), feats.vectors(right, args.flip), same, fold,
-                            center=not args.no_center, pca=args.pca, metric=args.metric)
+    left_vectors, right_vectors = feats.vectors(left, args.flip), feats.vectors(right, args.flip)
+    protocol = lfw.ten_fold(left_vectors, right_vectors, same, fold, center=not args.no_center, pca=args.pca,
+                            metric=args.metric)
+    plain = lfw.cosine_scores(left_vectors, right_vectors)  # the service's score: no centring
     test = protocol.folds[1]
     d = {"view": 1, "model": display_path(spec) if spec != "dlib" else spec, "accuracy_devtest": test.accuracy, "threshold": test.threshold,
          "pairs_devtrain": int((fold == 0).sum()), "pairs_devtest": int((fold == 1).sum()), "skipped_pairs": skipped,
@@ -368,19 +372,14 @@ def run_view1(args, command: str) -> dict:
          "command": command}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    dev = same[fold == 0]
-    plain = lfw.cosine_scores(feats.vectors([a for a, f in zip(left, fold) if f == 0], args.flip),
-                              feats.vectors([b for b, f in zip(right, fold) if f == 0], args.flip))
     from faceverify.evaluation import metrics
 
-    calibration = calibrate(feats, args.flip, metrics.best_threshold(plain, dev),
+    calibration = calibrate(feats, args.flip, metrics.best_threshold(plain[fold == 0], same[fold == 0]),
                             f"faceverify eval lfw-view1 (LFW View 1 images: pairsDevTrain + pairsDevTest), alignment "
                             f"{alignment['source']}", Path(str(spec)).name)
     # each operating point's accuracy on pairsDevTest with the service's score: the default
     # operating point is chosen here, on View 1, never on the test view
-    test_plain = lfw.cosine_scores(feats.vectors([a for a, f in zip(left, fold) if f == 1], args.flip),
-                                   feats.vectors([b for b, f in zip(right, fold) if f == 1], args.flip))
-    test_same = same[fold == 1]
+    test_plain, test_same = plain[fold == 1], same[fold == 1]
     d["devtest_accuracy_at"] = {point: metrics.accuracy(test_plain, test_same, t) for point, t in calibration["thresholds"].items()}
     d["devtest_best_accuracy"] = metrics.optimistic_accuracy(test_plain, test_same)[0]  # best threshold on DevTest itself
     d["calibration"] = calibration

@@ -27,6 +27,7 @@ import multiprocessing as mp
 import os
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import cv2
@@ -170,21 +171,23 @@ class TeacherTargets:
         if not faces.has_wide:
             faces.wide(0)  # raises the DataNotFoundError that says how to prepare the set
         self.faces, self.spec, self.views, self.kwargs, self.chunk = faces, str(spec), int(views), dict(kwargs or {}), int(chunk)
-        self._teacher_config = None
 
-    def _describe(self) -> tuple[str, dict]:
+    @cached_property
+    def identity(self) -> tuple[str, dict]:
+        """(teacher name, settings) that key the cache: loads the teacher once per object."""
         from .embedder import load_embedder
 
         teacher = load_embedder(self.spec, **self.kwargs)
-        config = getattr(teacher, "config", None) or getattr(getattr(teacher, "info", None), "__dict__", {}) or {}
-        if not config and Path(self.spec).is_file():
-            config = {"sha256": hashlib.sha256(Path(self.spec).read_bytes()).hexdigest()}
-        return teacher.name, {"spec": self.spec, **{k: v for k, v in config.items() if isinstance(v, (str, int, float, bool))}}
+        config = {k: v for k, v in (getattr(teacher, "config", None) or {}).items() if isinstance(v, (str, int, float, bool))}
+        if self.spec != "dlib":  # a model file or folder: its weights, so retrained weights never reuse targets
+            from .verify import weights_sha256
+
+            config["sha256"] = weights_sha256(Path(self.spec))
+        return teacher.name, {"spec": self.spec, **config}
 
     @property
     def directory(self) -> Path:
-        name, config = self._describe() if self._teacher_config is None else self._teacher_config
-        self._teacher_config = (name, config)
+        name, config = self.identity
         return self.faces.root / "teachers" / teacher_key(name, config, self.faces, self.views)
 
     def build(self, workers: int = 1, progress: bool = True) -> Path:
@@ -194,7 +197,7 @@ class TeacherTargets:
         if final.is_file():
             return final
         out.mkdir(parents=True, exist_ok=True)
-        name, config = self._teacher_config
+        name, config = self.identity
         n = len(self.faces)
         write_json_atomic(out / "meta.json", {"teacher": name, "config": config, "views": self.views, "faces": n,
                                               "view_version": VIEW_VERSION, "packed": str(self.faces.root)})

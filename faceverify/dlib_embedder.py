@@ -23,8 +23,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import cv2
 import numpy as np
 
+from .align import similarity_transform
 from .detect import Face, select_face
 from .embedder import FLIP_MODES, EmbedBatch
 from .errors import ConfigError, NoFaceError
@@ -166,10 +168,6 @@ class DlibEmbedder:
     def crop_from_landmarks(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """The 150x150 chip that puts five MTCNN-convention points where dlib's chips have them
         (a teacher view cut from the same detection as the student's crop)."""
-        from .align import similarity_transform
-
-        import cv2
-
         m = similarity_transform(landmarks, CHIP_TEMPLATE_5)
         return cv2.warpAffine(image, m, (CHIP_SIZE, CHIP_SIZE), flags=cv2.INTER_LINEAR, borderValue=0)
 

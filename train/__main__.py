@@ -149,18 +149,21 @@ def run(args: argparse.Namespace) -> int:
     distilling = bool(kcfg["teacher"])
     if info.is_main:
         faces = open_training_set(dcfg, progress=True, wide=distilling)
-        if distilling:
-            TeacherTargets(faces, kcfg["teacher"], int(kcfg["views"]), kcfg["teacher_kwargs"]).build(int(kcfg["workers"]))
+    teacher_targets = TeacherTargets(faces, kcfg["teacher"], int(kcfg["views"]), kcfg["teacher_kwargs"]) if distilling and info.is_main else None
+    if teacher_targets is not None:
+        teacher_targets.build(int(kcfg["workers"]))
     fdist.barrier(info)
     if not info.is_main:
         faces = open_training_set(dcfg, progress=False, prepare=False, wide=distilling)
+        if distilling:
+            teacher_targets = TeacherTargets(faces, kcfg["teacher"], int(kcfg["views"]), kcfg["teacher_kwargs"])
     crop = template_size(dcfg["template"])
     if distilling:
         selected = [Path(s).name for s in (dcfg["select"] or dcfg["sources"])]
         indices, labels, classes = select_faces(faces, selected, int(kcfg["min_images"]))
         if float(kcfg["cosine"]) <= 0 and float(kcfg["relational"]) <= 0:  # margin only: unlabelled faces teach nothing
             indices, labels = indices[labels >= 0], labels[labels >= 0]
-        targets, _ = centred_targets(np.asarray(TeacherTargets(faces, kcfg["teacher"], int(kcfg["views"]), kcfg["teacher_kwargs"]).load()))
+        targets, _ = centred_targets(np.asarray(teacher_targets.load()))
         dataset = DistillFaces(faces, targets, indices, labels, dcfg["template"], seed=seed)
         num_classes = max(1, len(classes))
     else:

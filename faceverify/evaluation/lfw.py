@@ -272,26 +272,6 @@ class LfwReport:
         self.tar = metrics.tar_at_far_pairs(self.plain_scores, self.same, self.fars)
         self.optimistic, self.optimistic_threshold = metrics.optimistic_accuracy(self.plain_scores, self.same)
 
-    def calibration(self, fars=(1e-3, 1e-4)) -> dict:
-        """Thresholds on the score the service computes (cosine, no centring): FAR 1e-3 / 1e-4 and
-        the SphereFace best-accuracy threshold (mean of the best thresholds) over all pairs."""
-        at = metrics.tar_at_far_pairs(self.plain_scores, self.same, fars)
-        n_imp = int((~self.same).sum())
-        return {
-            "metric": "cosine",
-            "thresholds": {
-                "far_1e-3": at[repr(1e-3)].threshold,
-                "far_1e-4": at[repr(1e-4)].threshold,
-                "best_accuracy": metrics.best_threshold(self.plain_scores, self.same),
-            },
-            "flip": self.flip,
-            "impostor_pairs": n_imp,
-            "note": (
-                f"accept when cosine > threshold; FAR thresholds are the empirical quantiles of {n_imp} impostor "
-                "pairs: a FAR below 1/impostor_pairs cannot be resolved and falls back to the highest impostor score"
-            ),
-        }
-
     def to_dict(self) -> dict:
         acc = self.protocol.accuracies
         return {
