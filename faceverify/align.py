@@ -30,8 +30,9 @@ WIDE_160 = ((SPHEREFACE_112x96 - np.float32([47.5, 55.5])) * np.float32(WIDE_SCA
 # Templates rendered at a fraction of a full-size one: name -> (full-size template, factor). The
 # crop is warped at full size (with pad * factor) and then area-averaged down, so it is
 # anti-aliased and equals a downscaled full-size crop: training can reuse full-size packed crops.
-# 56x48 matches LFW's 150x150 images (median eye distance 24 px; 17.6 px here, 35.2 px at 112x96).
-DOWNSCALED: dict[str, tuple[str, int]] = {"56x48": ("112x96", 2)}
+# LFW's 150x150 images have a median eye distance of 24 px: 17.6 px at 56x48, 26.4 px at 84x72
+# (LFW's own resolution), 35.2 px at 112x96. A factor may be fractional (84x72 = 112x96 / (4/3)).
+DOWNSCALED: dict[str, tuple[str, float]] = {"56x48": ("112x96", 2), "84x72": ("112x96", 4 / 3)}
 
 # name -> (template points, (height, width)); a downscaled template's points are its full-size
 # points in its own pixel-centre coordinates ((p + 0.5) / factor - 0.5)
@@ -39,6 +40,7 @@ TEMPLATES: dict[str, tuple[np.ndarray, tuple[int, int]]] = {
     "112x96": (SPHEREFACE_112x96, (112, 96)),
     "112x112": (ARCFACE_112x112, (112, 112)),
     "56x48": ((SPHEREFACE_112x96 + 0.5) / 2 - 0.5, (56, 48)),
+    "84x72": ((SPHEREFACE_112x96 + 0.5) * 0.75 - 0.5, (84, 72)),
     "wide160": (WIDE_160, (160, 160)),
 }
 
@@ -82,15 +84,20 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, template: str = "112x96
         raise ValueError("landmarks contain NaN or infinity")
     if template in DOWNSCALED:
         full, factor = DOWNSCALED[template]
-        return downscale_crop(align_face(image, landmarks, full, pad * factor), factor)
+        full_pad = pad * factor
+        if abs(full_pad - round(full_pad)) > 1e-6:
+            raise ValueError(f"{template} pad {pad} is {full_pad:g} px at {full}; choose a pad that is whole there")
+        return downscale_crop(align_face(image, landmarks, full, round(full_pad)), factor)
     points, (height, width) = template_points(template, pad)
     matrix = similarity_transform(landmarks, points)
     return cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
-def downscale_crop(crop: np.ndarray, factor: int) -> np.ndarray:
-    """Area-average a crop down by an integer ``factor`` (a full-size crop -> a DOWNSCALED one)."""
+def downscale_crop(crop: np.ndarray, factor: float) -> np.ndarray:
+    """Area-average a crop down by ``factor`` (a full-size crop -> a DOWNSCALED one); both sides
+    must divide into whole pixels."""
     height, width = crop.shape[:2]
-    if height % factor or width % factor:
-        raise ValueError(f"a {height}x{width} crop cannot be downscaled by {factor}")
-    return cv2.resize(crop, (width // factor, height // factor), interpolation=cv2.INTER_AREA)
+    out_h, out_w = height / factor, width / factor
+    if abs(out_h - round(out_h)) > 1e-6 or abs(out_w - round(out_w)) > 1e-6:
+        raise ValueError(f"a {height}x{width} crop cannot be downscaled by {factor:g}")
+    return cv2.resize(crop, (round(out_w), round(out_h)), interpolation=cv2.INTER_AREA)

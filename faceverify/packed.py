@@ -100,9 +100,10 @@ class PackedFaces:
         self.downscale = 1
         if as_template and as_template != self.template:
             full, factor = DOWNSCALED.get(as_template, (None, 1))
-            if full != self.template or self.pad % factor:
+            if full != self.template or not float(factor).is_integer() or self.pad % factor:
                 raise ConfigError(f"{self.root} holds {self.template} crops (pad {self.pad}); they cannot be read as "
                                   f"{as_template} crops. Prepare the set at {as_template} instead.")
+            factor = int(factor)
             self.template, self.pad, self.downscale = as_template, self.pad // factor, factor
             self.crop_size = (self.crop_size[0] // factor, self.crop_size[1] // factor)
 

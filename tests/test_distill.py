@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from faceverify.align import WIDE_160, align_face
-from faceverify.distill import (DistillFaces, DistillLoss, TeacherTargets, centred_targets, render_view, select_faces,
+from faceverify.distill import (DistillFaces, DistillLoss, StudentCrops, TeacherTargets, centred_targets, render_view, select_faces,
                                 student_view, teacher_view, view_params)
 from faceverify.embedder import load_embedder
 from faceverify.errors import ConfigError, DataNotFoundError
@@ -92,6 +92,31 @@ def test_teacher_targets_cache_resume_and_key(wide_set, tmp_path):
     assert meta["views"] == 3 and meta["faces"] == len(wide_set) and before > 0
     # another number of views is another cache
     assert TeacherTargets(wide_set, str(REPO / "models" / "default"), views=2).directory != out
+
+
+def test_student_crops_cache_equals_views_and_resumes(wide_set):
+    cache = StudentCrops(wide_set, "84x72", views=3, chunk=8)
+    path = cache.build(workers=1, progress=False)
+    crops = np.load(path)
+    assert crops.shape == (3, len(wide_set), 84, 72, 3) and crops.dtype == np.uint8
+    for i, view in [(0, 0), (5, 1), (len(wide_set) - 1, 2)]:
+        assert np.array_equal(crops[view, i], student_view(wide_set.wide(i), view_params(wide_set.sha1[i], view), "84x72"))
+    # a kill while chunk 1 was being written: its marker is missing, so only it is cut again
+    partial = path.with_name("crops.partial.npy")
+    path.rename(partial)
+    (path.parent / "done" / "00001").unlink()
+    damaged = np.lib.format.open_memmap(partial, mode="r+")
+    damaged[:, 8:16] = 0
+    damaged.flush()
+    del damaged
+    assert np.array_equal(np.load(cache.build(workers=1, progress=False)), crops)
+    # the dataset reads the cache: the same crop as rendering the view
+    targets = np.zeros((3, len(wide_set), 4), np.float32)
+    labels = np.full(len(wide_set), -1)
+    cached = DistillFaces(wide_set, targets, np.arange(len(wide_set)), labels, "84x72", crops=path)
+    rendered = DistillFaces(wide_set, targets, np.arange(len(wide_set)), labels, "84x72")
+    assert torch.equal(cached[(4, 2)][0], rendered[(4, 2)][0])
+    assert StudentCrops(wide_set, "56x48", views=3).directory != path.parent
 
 
 def test_centred_targets_remove_the_shared_direction():

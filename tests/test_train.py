@@ -331,6 +331,27 @@ def test_packed_full_size_crops_read_as_the_56x48_template(att_subset):
         PackedFaces(faces.root, as_template="112x112")
 
 
+def test_84x72_template_is_the_112x96_crop_area_averaged(data_dir):
+    """84x72 (LFW's own resolution) is the 112x96 crop scaled by 3/4; its points follow."""
+    import cv2
+
+    from faceverify.align import TEMPLATES, align_face, downscale_crop
+    from faceverify.image import load_image
+    from faceverify.landmarks import read_landmark_file
+
+    name, points = next(iter(read_landmark_file(data_dir / "lfw" / "lfw_landmark.txt", scale=0.6).items()))
+    image = load_image(data_dir / "lfw" / "images" / name)
+    crop = align_face(image, points, "84x72")
+    assert crop.shape == (84, 72, 3)
+    assert np.array_equal(crop, cv2.resize(align_face(image, points, "112x96"), (72, 84), interpolation=cv2.INTER_AREA))
+    assert np.array_equal(align_face(image, points, "84x72", pad=3)[3:-3, 3:-3].shape, crop.shape)
+    with pytest.raises(ValueError, match="whole"):
+        align_face(image, points, "84x72", pad=1)  # 1.33 px at 112x96
+    assert np.allclose((TEMPLATES["84x72"][0] + 0.5) / 0.75 - 0.5, TEMPLATES["112x96"][0])
+    with pytest.raises(ValueError, match="cannot be downscaled"):
+        downscale_crop(np.zeros((113, 96, 3), np.uint8), 4 / 3)
+
+
 def test_recipe_hash_ignores_placement_but_not_learning():
     from faceverify.training.config import recipe_hash
 

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from faceverify.backbones import build_backbone
 from faceverify.checkpoint import inference_state, load_checkpoint, save_checkpoint
-from faceverify.distill import DistillFaces, DistillLoss, TeacherTargets, centred_targets, select_faces
+from faceverify.distill import DistillFaces, DistillLoss, StudentCrops, TeacherTargets, centred_targets, select_faces
 from faceverify.errors import ConfigError, FaceverifyError
 from faceverify.losses import MarginLoss, build_head
 from faceverify.training import dist as fdist
@@ -150,13 +150,17 @@ def run(args: argparse.Namespace) -> int:
     if info.is_main:
         faces = open_training_set(dcfg, progress=True, wide=distilling)
     teacher_targets = TeacherTargets(faces, kcfg["teacher"], int(kcfg["views"]), kcfg["teacher_kwargs"]) if distilling and info.is_main else None
+    student_crops = StudentCrops(faces, dcfg["template"], int(kcfg["views"])) if distilling and kcfg["crop_cache"] and info.is_main else None
     if teacher_targets is not None:
         teacher_targets.build(int(kcfg["workers"]))
+    if student_crops is not None:
+        student_crops.build(int(kcfg["workers"]))
     fdist.barrier(info)
     if not info.is_main:
         faces = open_training_set(dcfg, progress=False, prepare=False, wide=distilling)
         if distilling:
             teacher_targets = TeacherTargets(faces, kcfg["teacher"], int(kcfg["views"]), kcfg["teacher_kwargs"])
+            student_crops = StudentCrops(faces, dcfg["template"], int(kcfg["views"])) if kcfg["crop_cache"] else None
     crop = template_size(dcfg["template"])
     if distilling:
         selected = [Path(s).name for s in (dcfg["select"] or dcfg["sources"])]
@@ -164,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
         if float(kcfg["cosine"]) <= 0 and float(kcfg["relational"]) <= 0:  # margin only: unlabelled faces teach nothing
             indices, labels = indices[labels >= 0], labels[labels >= 0]
         targets, _ = centred_targets(np.asarray(teacher_targets.load()))
-        dataset = DistillFaces(faces, targets, indices, labels, dcfg["template"], seed=seed)
+        dataset = DistillFaces(faces, targets, indices, labels, dcfg["template"], seed=seed,
+                               crops=student_crops.directory / "crops.npy" if student_crops is not None else None)
         num_classes = max(1, len(classes))
     else:
         dataset = AugmentedFaces(faces, crop, flip=dcfg["flip"], random_crop=dcfg["random_crop"], seed=seed)

@@ -47,6 +47,7 @@ DEFAULTS: dict = {
         "projection": None,  # a linear map s -> teacher dim (None: only when the dimensions differ)
         "margin": 1.0,  # weight of the margin loss on labelled faces (0: distillation only)
         "min_images": 3,  # identities with fewer faces have no class: distillation only
+        "crop_cache": True,  # cut every view at the template once (StudentCrops) instead of per step
     },
     "model": {"backbone": "sphereface20", "embedding_dim": 512, "kwargs": {}},
     "head": {
@@ -164,7 +165,8 @@ def validate(cfg: dict) -> None:
 # keys that change where or how fast a run goes, not what it learns
 _NOT_RECIPE = {("train", "device"), ("train", "channels_last"), ("train", "threads"), ("train", "log_every"), ("train", "checkpoint_every"),
                ("train", "keep_every"), ("train", "tensorboard"), ("data", "cache_dir"), ("data", "prep_workers"),
-               ("data", "workers"), ("data", "origins"), ("data", "extra_root"), ("distill", "workers")}
+               ("data", "workers"), ("data", "origins"), ("data", "extra_root"), ("distill", "workers"),
+               ("distill", "crop_cache")}
 
 
 # keys added after recipes were first hashed: left out while they hold their "off" value, so an older

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import os
 from pathlib import Path
 
@@ -50,7 +52,7 @@ def source_paths(sources: list[str], origins: dict | None = None, extra: str | N
 def prepared_template(dcfg: dict) -> tuple[str, int]:
     """(template, pad) the set is prepared at: a downscaled template is read from full-size crops."""
     full, factor = DOWNSCALED.get(dcfg["template"], (dcfg["template"], 1))
-    return full, int(dcfg["pad"]) * factor
+    return full, math.ceil(int(dcfg["pad"]) * factor - 1e-6)
 
 
 def packed_dir(dcfg: dict, wide: bool = False) -> Path:
@@ -65,8 +67,10 @@ def open_training_set(dcfg: dict, progress: bool = True, prepare: bool = True, w
     """Open the packed set, preparing it first (or finishing an interrupted preparation); ``wide``:
     with the 160x160 canvases that distillation cuts its views from."""
     dst = packed_dir(dcfg, wide)
+    # distillation cuts its crops from the wide canvases: the packed crops are read as prepared
+    as_template = None if wide else dcfg["template"]
     if dcfg["packed"] or not prepare:
-        return PackedFaces(dst, as_template=dcfg["template"])
+        return PackedFaces(dst, as_template=as_template)
     from ..prep import prepare_dataset
 
     template, pad = prepared_template(dcfg)
@@ -76,4 +80,4 @@ def open_training_set(dcfg: dict, progress: bool = True, prepare: bool = True, w
     if progress and summary.get("images_processed_this_run"):
         print(f"prepared {dst}: {summary['images_kept']}/{summary['images_total']} images kept, "
               f"{summary['identities']} identities", flush=True)
-    return PackedFaces(dst, as_template=dcfg["template"])
+    return PackedFaces(dst, as_template=as_template)
