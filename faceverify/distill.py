@@ -303,6 +303,15 @@ class StudentCrops:
         return final
 
 
+def unit_targets(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(views, N, D) raw teacher vectors -> (unit vectors, their mean, E||unit - mean||^2), the
+    mean and spread over every face and view of the training set (never over test images)."""
+    unit = (targets / np.linalg.norm(targets, axis=2, keepdims=True).clip(1e-12)).astype(np.float32)
+    mean = unit.reshape(-1, unit.shape[2]).mean(0, dtype=np.float64)
+    spread = float(((unit.reshape(-1, unit.shape[2]) - mean) ** 2).sum(1).mean())
+    return unit, mean.astype(np.float32), spread
+
+
 def centred_targets(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(views, N, D) raw teacher vectors -> (unit vectors after removing the mean direction, the mean).
     The mean is taken over every face and view of the training set (never over test images)."""
@@ -380,23 +389,43 @@ class DistillLoss(nn.Module):
     """``cosine``: mean (1 - cos(P s, t)) over the batch, P a linear projection onto the teacher's
     dimension (identity when the dimensions agree and ``projection`` is off).
     ``relational``: mean squared difference of the off-diagonal cosine-similarity matrices of the
-    student's embeddings and of the targets (Park et al., CVPR 2019, eq. 3-4 with cosine)."""
+    student's embeddings and of the targets (Park et al., CVPR 2019, eq. 3-4 with cosine).
+    ``raw``: the student's unit embedding s regresses the teacher's raw unit vector t (its mean
+    included), mean ||s - t||^2 / E||t - mean||^2 (FitNets-style L2 hint, Romero et al., ICLR 2015, eq. 3): the
+    cosine terms then act on s - mean, and the served embedding keeps the teacher's own geometry,
+    which the centred direction alone loses (the length of each face's deviation from the mean).
+
+    ``mean`` (the teacher's mean unit vector over the training views) given: targets are the raw
+    unit vectors and are centred here; without it, targets arrive centred (``centred_targets``)."""
 
     def __init__(self, embedding_dim: int, teacher_dim: int, cosine: float = 1.0, relational: float = 0.0,
-                 projection: bool | None = None):
+                 projection: bool | None = None, raw: float = 0.0, mean: np.ndarray | None = None, spread: float = 1.0):
         super().__init__()
         if projection is None:
             projection = embedding_dim != teacher_dim
         if not projection and embedding_dim != teacher_dim:
             raise ConfigError(f"the student's {embedding_dim}-d embedding cannot match {teacher_dim}-d teacher "
                               "targets without distill.projection: true.")
+        if raw and (projection or mean is None):
+            raise ConfigError("distill.raw needs the student's embedding in the teacher's space (same dimension, no "
+                              "projection) and the teacher's mean.")
         self.project = nn.Linear(embedding_dim, teacher_dim, bias=False) if projection else nn.Identity()
-        self.w_cosine, self.w_relational = float(cosine), float(relational)
+        self.w_cosine, self.w_relational, self.w_raw = float(cosine), float(relational), float(raw)
+        self.register_buffer("mean", None if mean is None else torch.as_tensor(np.asarray(mean), dtype=torch.float32))
+        self.spread = float(spread)
 
     def forward(self, embedding: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
         embedding = embedding.float()
         parts = {}
         loss = embedding.new_zeros(())
+        if self.mean is not None:
+            if self.w_raw:  # on the unit embedding: the served geometry is that of unit vectors
+                embedding = F.normalize(embedding, dim=1)
+                raw = (embedding - target).pow(2).sum(1).mean() / self.spread
+                parts["distill_raw"] = raw.detach()
+                loss = loss + self.w_raw * raw
+                embedding = embedding - self.mean
+            target = F.normalize(target - self.mean, dim=1)
         if self.w_cosine:
             cos = F.cosine_similarity(self.project(embedding), target, dim=1)
             parts["distill_cos"] = cos.mean().detach()

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from faceverify.align import WIDE_160, align_face
-from faceverify.distill import (DistillFaces, DistillLoss, StudentCrops, TeacherTargets, centred_targets, render_view, select_faces,
+from faceverify.distill import (DistillFaces, DistillLoss, StudentCrops, TeacherTargets, centred_targets, render_view, select_faces, unit_targets,
                                 student_view, teacher_view, view_params)
 from faceverify.embedder import load_embedder
 from faceverify.errors import ConfigError, DataNotFoundError
@@ -141,6 +141,26 @@ def test_distill_loss_terms():
         DistillLoss(8, 4, projection=False)
     projected = DistillLoss(8, 4)
     assert isinstance(projected.project, torch.nn.Linear)
+
+
+def test_distill_loss_raw_keeps_the_teachers_geometry():
+    """With ``raw``, the student regresses the raw unit vectors (mean included) and the cosine terms
+    see both sides centred: a student equal to the teacher scores 0; one with the right centred
+    directions but without the mean (what centred-only training allows) does not."""
+    rng = np.random.default_rng(0)
+    raw = (np.ones(16) * 3.0 + rng.normal(size=(1, 64, 16))).astype(np.float32)
+    unit, mean, spread = unit_targets(raw)
+    assert np.allclose(np.linalg.norm(unit, axis=2), 1.0, atol=1e-5) and 0.0 < spread < 0.5
+    assert spread == pytest.approx(((unit[0] - mean) ** 2).sum(1).mean(), rel=1e-4)
+    t = torch.from_numpy(unit[0])
+    loss = DistillLoss(16, 16, cosine=1.0, relational=1.0, raw=1.0, mean=mean, spread=spread)
+    value, parts = loss(t * 5.0, t)  # the student's length does not matter, its direction does
+    assert value.item() == pytest.approx(0.0, abs=1e-4) and parts["distill_cos"].item() == pytest.approx(1.0, abs=1e-4)
+    centred_only = torch.nn.functional.normalize(t - torch.from_numpy(mean), dim=1)
+    _, parts = loss(centred_only, t)
+    assert parts["distill_raw"].item() > 1.0
+    with pytest.raises(ConfigError, match="teacher's space"):
+        DistillLoss(8, 16, raw=1.0, mean=mean)
 
 
 def test_select_faces_labels_and_duplicates(wide_set):

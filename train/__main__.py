@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from faceverify.backbones import build_backbone
 from faceverify.checkpoint import inference_state, load_checkpoint, save_checkpoint
-from faceverify.distill import DistillFaces, DistillLoss, StudentCrops, TeacherTargets, centred_targets, select_faces
+from faceverify.distill import DistillFaces, DistillLoss, StudentCrops, TeacherTargets, centred_targets, select_faces, unit_targets
 from faceverify.errors import ConfigError, FaceverifyError
 from faceverify.losses import MarginLoss, build_head
 from faceverify.training import dist as fdist
@@ -147,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
     # data: the main process prepares (or finds) the packed set (and teacher targets), the others wait
     kcfg = cfg["distill"]
     distilling = bool(kcfg["teacher"])
+    raw_weight = float(kcfg["raw"]) if distilling else 0.0
     if info.is_main:
         faces = open_training_set(dcfg, progress=True, wide=distilling)
     teacher_targets = TeacherTargets(faces, kcfg["teacher"], int(kcfg["views"]), kcfg["teacher_kwargs"]) if distilling and info.is_main else None
@@ -167,7 +168,11 @@ def run(args: argparse.Namespace) -> int:
         indices, labels, classes = select_faces(faces, selected, int(kcfg["min_images"]))
         if float(kcfg["cosine"]) <= 0 and float(kcfg["relational"]) <= 0:  # margin only: unlabelled faces teach nothing
             indices, labels = indices[labels >= 0], labels[labels >= 0]
-        targets, _ = centred_targets(np.asarray(teacher_targets.load()))
+        if raw_weight:  # raw unit targets; the loss centres them and regresses the raw vector too
+            targets, teacher_mean, teacher_spread = unit_targets(np.asarray(teacher_targets.load()))
+        else:
+            targets, _ = centred_targets(np.asarray(teacher_targets.load()))
+            teacher_mean, teacher_spread = None, 1.0
         dataset = DistillFaces(faces, targets, indices, labels, dcfg["template"], seed=seed,
                                crops=student_crops.directory / "crops.npy" if student_crops is not None else None)
         num_classes = max(1, len(classes))
@@ -185,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     backbone = build_backbone(mcfg["backbone"], **backbone_kwargs)
     head = build_head(hcfg["name"], int(mcfg["embedding_dim"]), num_classes, **(hcfg.get("kwargs") or {}))
     distill_loss = (DistillLoss(int(mcfg["embedding_dim"]), int(targets.shape[2]), float(kcfg["cosine"]), float(kcfg["relational"]),
-                                kcfg["projection"]) if distilling else None)
+                                kcfg["projection"], raw_weight, teacher_mean, teacher_spread) if distilling else None)
     margin_weight = float(kcfg["margin"]) if distilling else 1.0
     net = TrainNet(backbone, head, distill_loss).to(info.device)
     loss_fn = MarginLoss(reg_lambda=float(hcfg.get("regularizer") or 0.0))
@@ -254,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
               flush=True)
     logger = MetricsLogger(out, enabled=info.is_main, resume_step=step if args.resume else None,
                            tensorboard=bool(tcfg.get("tensorboard", True)),
-                           extra_columns=("distill_cos", "distill_rel") if distilling else ())
+                           extra_columns=(("distill_cos", "distill_rel") + (("distill_raw",) if raw_weight else ())) if distilling else ())
 
     log_every, ckpt_every, val_every = int(tcfg["log_every"]), int(tcfg["checkpoint_every"]), int(vcfg["every"])
     keep_every = int(tcfg.get("keep_every") or 0)

@@ -47,6 +47,7 @@ DEFAULTS: dict = {
         "projection": None,  # a linear map s -> teacher dim (None: only when the dimensions differ)
         "margin": 1.0,  # weight of the margin loss on labelled faces (0: distillation only)
         "min_images": 3,  # identities with fewer faces have no class: distillation only
+        "raw": 0.0,  # weight of regressing the teacher's raw unit vector (DistillLoss): keeps its geometry
         "crop_cache": True,  # cut every view at the template once (StudentCrops) instead of per step
     },
     "model": {"backbone": "sphereface20", "embedding_dim": 512, "kwargs": {}},
@@ -171,7 +172,7 @@ _NOT_RECIPE = {("train", "device"), ("train", "channels_last"), ("train", "threa
 
 # keys added after recipes were first hashed: left out while they hold their "off" value, so an older
 # recipe (and the checkpoints it made) keeps its hash
-_OFF_BY_DEFAULT = {("data", "select"): [], ("data", "extra_root"): None}
+_OFF_BY_DEFAULT = {("data", "select"): [], ("data", "extra_root"): None, ("distill", "raw"): 0.0}
 
 
 def recipe_hash(cfg: dict) -> str:
