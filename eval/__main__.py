@@ -325,6 +325,20 @@ def calibrate(feats, flip: str, best_accuracy: float, source: str, model: str) -
     }
 
 
+DEFAULT_POINT_TOLERANCE = 0.01  # a default may cost at most 1 point of DevTest accuracy against the best threshold
+
+
+def default_operating_point(accuracy_at: dict[str, float], best: float) -> str:
+    """The strictest FAR operating point whose View 1 DevTest accuracy is within
+    DEFAULT_POINT_TOLERANCE of the best threshold's (else the most accurate one): what the service
+    uses when a request names none."""
+    fars = sorted((p for p in accuracy_at if p.startswith("far_")), key=lambda p: float(p[4:]))  # strictest first
+    for point in fars:
+        if accuracy_at[point] >= best - DEFAULT_POINT_TOLERANCE:
+            return point
+    return max(fars, key=lambda p: accuracy_at[p])
+
+
 def place_calibration(args, spec: str, calibration: dict) -> None:
     """``--write-calibration``: beside the model, where ``faceverify serve``/``verify`` read it."""
     from faceverify.evaluation import report
@@ -382,6 +396,7 @@ def run_view1(args, command: str) -> dict:
     test_plain, test_same = plain[fold == 1], same[fold == 1]
     d["devtest_accuracy_at"] = {point: metrics.accuracy(test_plain, test_same, t) for point, t in calibration["thresholds"].items()}
     d["devtest_best_accuracy"] = metrics.optimistic_accuracy(test_plain, test_same)[0]  # best threshold on DevTest itself
+    calibration["default_operating_point"] = default_operating_point(d["devtest_accuracy_at"], d["devtest_best_accuracy"])
     d["calibration"] = calibration
     report.write_json(out / "calibration.json", calibration)
     if args.write_calibration:

@@ -122,6 +122,7 @@ class Calibration:
     metric: str = "cosine"
     flip: str | None = None
     path: Path | None = None
+    default: str | None = None  # the operating point chosen on View 1 (``default_operating_point``)
 
     @classmethod
     def for_model(cls, model: Path) -> "Calibration":
@@ -140,7 +141,10 @@ class Calibration:
             raise ConfigError(f"{path}: metric {data.get('metric')!r} is not supported (the service compares cosine similarities).")
         if not all(np.isfinite(v) for v in thresholds.values()):
             raise ConfigError(f"{path}: thresholds must be finite numbers.")
-        return cls(thresholds, "cosine", data.get("flip"), path)
+        default = data.get("default_operating_point")
+        if default is not None and default not in thresholds:
+            raise ConfigError(f"{path}: default_operating_point {default!r} has no threshold in the file.")
+        return cls(thresholds, "cosine", data.get("flip"), path, default)
 
 
 @dataclass
@@ -256,7 +260,7 @@ class Verifier:
     def threshold(self, override: float | None = None, operating_point: str | None = None) -> ThresholdChoice:
         if override is not None:
             return ThresholdChoice(float(override), "request")
-        point = operating_point or DEFAULT_OPERATING_POINT
+        point = operating_point or self.calibration.default or DEFAULT_OPERATING_POINT
         if point not in OPERATING_POINTS and point not in self.calibration.thresholds:
             raise UnknownOperatingPointError(f"unknown operating point {point!r}; choose one of {list(OPERATING_POINTS)}.")
         if point in self.calibration.thresholds:
@@ -359,8 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None,
                    help="checkpoint (.pt), model directory, .onnx, or 'dlib' (dlib's descriptor, the [dlib] extra; "
                         "default: models/default)")
-    p.add_argument("--operating-point", default=DEFAULT_OPERATING_POINT, choices=OPERATING_POINTS,
-                   help="which calibrated threshold to use (default: %(default)s)")
+    p.add_argument("--operating-point", default=None, choices=OPERATING_POINTS,
+                   help="which calibrated threshold to use (default: the model's, chosen on LFW View 1; "
+                        f"{DEFAULT_OPERATING_POINT} when its calibration names none)")
     p.add_argument("--threshold", type=float, default=None, help="override the threshold (cosine similarity)")
     p.add_argument("--policy", default=DEFAULT_POLICY, choices=SELECTION_POLICIES, help="which face when there are several (default: %(default)s)")
     p.add_argument("--flip", default=None, choices=("none", "sum", "concat"), help="flip test-time augmentation (default: the calibration's)")

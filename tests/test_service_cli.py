@@ -51,6 +51,37 @@ def test_verify_cli_operating_points_and_override(tiny_model, capsys):
     assert low["similarity"] == pytest.approx(out["similarity"], abs=1e-6)
 
 
+def test_the_models_default_operating_point_is_used_unless_a_request_names_one(tiny_model, capsys, tmp_path):
+    """calibration.json's default_operating_point (chosen on View 1) replaces far_1e-3 as the default."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    cal = json.loads((model / "calibration.json").read_text())
+    cal["default_operating_point"] = "far_1e-4"
+    cal["thresholds"]["far_1e-4"] = cal["thresholds"]["far_1e-3"] + 0.01
+    (model / "calibration.json").write_text(json.dumps(cal))
+    a, b = lfw_image("George_W_Bush", 49), lfw_image("George_W_Bush", 50)
+    code, out = run_cli(capsys, a, b, "--model", model)
+    assert code == 0 and out["threshold_source"]["operating_point"] == "far_1e-4"
+    assert out["threshold"] == pytest.approx(cal["thresholds"]["far_1e-4"])
+    code, out = run_cli(capsys, a, b, "--model", model, "--operating-point", "far_1e-3")
+    assert code == 0 and out["threshold"] == pytest.approx(cal["thresholds"]["far_1e-3"])
+    cal["default_operating_point"] = "far_1e-9"  # a default without a threshold is refused at load
+    (model / "calibration.json").write_text(json.dumps(cal))
+    code, out = run_cli(capsys, a, b, "--model", model)
+    assert code == 2 and "default_operating_point" in out["error"]["message"]
+
+
+def test_default_operating_point_is_the_strictest_within_a_point_of_the_best():
+    from eval.__main__ import default_operating_point
+
+    at = {"far_1e-2": 0.975, "far_1e-3": 0.962, "far_1e-4": 0.90, "best_accuracy": 0.98}
+    assert default_operating_point(at, 0.98) == "far_1e-2"
+    assert default_operating_point(at, 0.97) == "far_1e-3"
+    assert default_operating_point({"far_1e-2": 0.80, "far_1e-3": 0.66}, 0.91) == "far_1e-2"  # none close: the best
+
+
 def test_verify_cli_refused_input_is_typed_json(tiny_model, capsys, tmp_path):
     text = tmp_path / "note.jpg"
     text.write_text("not an image\n")

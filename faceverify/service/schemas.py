@@ -50,7 +50,8 @@ class _Params(BaseModel):
 
 class VerifyParams(_Params):
     threshold: Similarity | None = Field(None, description="override the calibrated threshold (cosine similarity)")
-    operating_point: OperatingPoint = Field("far_1e-3", description="which calibrated threshold: FAR 1e-3 (default), FAR 1e-4, best LFW accuracy")
+    operating_point: OperatingPoint | None = Field(None, description="which calibrated threshold: FAR 1e-2, 1e-3, 1e-4 or best LFW "
+                                                         "View 1 accuracy (default: the model's, chosen on LFW View 1)")
     policy: Policy = Field("largest_central", description=POLICY_HELP)
     include_crops: bool = Field(False, description="return the aligned crops as base64 PNG (the demo page uses them)")
 
@@ -94,7 +95,7 @@ class IdentifyParams(_Params):
     collection: Identifier
     k: Annotated[int, BeforeValidator(_integer)] = Field(5, ge=1, le=100, description="how many subjects to return (an integer)")
     threshold: Similarity | None = Field(None, description="override the calibrated threshold for above_threshold")
-    operating_point: OperatingPoint = "far_1e-3"
+    operating_point: OperatingPoint | None = None  # None: the model's default operating point
     policy: Policy = Field("largest_central", description=POLICY_HELP)
 
 
