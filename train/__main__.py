@@ -96,8 +96,13 @@ class TrainNet(nn.Module):
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor):
         embedding = self.backbone(x)
-        # unlabelled faces (-1) pass through the head with class 0; their loss is masked out
-        return self.head(embedding, labels.clamp(min=0)), embedding
+        # unlabelled faces (-1) pass through the head with class 0; their loss is masked out.
+        # With distill.raw the embedding lives in the teacher's narrow cone: the head separates
+        # identities on its centred part, where the teacher's identity information is.
+        head_input = embedding
+        if self.distill is not None and self.distill.w_raw:
+            head_input = torch.nn.functional.normalize(embedding.float(), dim=1) - self.distill.mean
+        return self.head(head_input, labels.clamp(min=0)), embedding
 
 
 def margin_loss(loss_fn: MarginLoss, output, labels: torch.Tensor) -> torch.Tensor:
