@@ -94,7 +94,8 @@ def main() -> int:
     if (config.get("distill") or {}).get("teacher"):
         k = config["distill"]
         teacher = TEACHERS.get(str(k["teacher"]), {"name": str(k["teacher"])}) | {
-            "views": k["views"], "loss": {"cosine": k["cosine"], "relational": k["relational"], "margin": k["margin"]}}
+            "views": k["views"], "loss": {"cosine": k["cosine"], "relational": k["relational"], "raw": k.get("raw", 0.0),
+                                           "margin": k["margin"]}}
     manifest = {
         "model": "model.pt",
         "model_sha256": sha256(dst / "model.pt"),
@@ -114,8 +115,12 @@ def main() -> int:
                       "command": lfw["command"], "pairs": lfw["pairs"]},
         "lfw_view1_devtest": view1["accuracy_devtest"],
         "calibration": "calibration.json",
+        # chosen on View 1 (eval lfw-view1): the service's threshold when a request names none
+        "default_operating_point": view1["calibration"].get("default_operating_point"),
+        "lfw_view1_devtest_at_operating_points": view1["devtest_accuracy_at"] | {"best_threshold": view1["devtest_best_accuracy"]},
         "reproduce": [f"faceverify train --config {args.recipe} --out runs/default",
-                      f"python scripts/publish_model.py runs/default --to {rel} --recipe {args.recipe}"],
+                      f"python scripts/publish_model.py runs/default --to {rel} --recipe {args.recipe}"
+                      + ("" if args.flip == "sum" else f" --flip {args.flip}")],
     }
     (dst / "MODEL.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"published {dst}: LFW View 2 {100 * lfw['accuracy_mean']:.2f}% ± {100 * lfw['accuracy_std']:.2f}, "

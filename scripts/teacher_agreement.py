@@ -1,12 +1,14 @@
 """How closely a distilled student follows its teacher, on faces it was not trained on vs its own.
 
-    .venv/bin/python scripts/teacher_agreement.py runs/distill_default --teacher dlib --images 1000
+    .venv/bin/python scripts/teacher_agreement.py runs/distill_default --teacher dlib --out agreement.json
 
-For a sample of LFW View 1 images (never View 2) both models embed the same detection (the
-student's MTCNN points); the teacher's vectors are centred with the mean of its training targets,
-as in training (``distill.centred_targets``). Prints, for LFW and for the student's training views:
-the mean cosine between the student and the centred teacher (what the distillation term raises),
-and the length of the mean embedding (a direction shared by all faces).
+On the LFW View 1 images (never View 2) both models embed the same MTCNN detection, through
+``faceverify eval``'s feature path and caches; the teacher's vectors are centred with the mean of its training targets, as in
+training (``distill.centred_targets``). Reports, for LFW and for the student's training views:
+the mean cosine between the student and the centred teacher (what the distillation terms raise)
+and the length of the mean embedding (a direction shared by all faces); and, over every pair of
+the View 1 images, TAR at FAR 1e-3 / 1e-2 of the teacher's raw cosine, of the centred teacher's
+and of the student's.
 """
 
 from __future__ import annotations
@@ -23,8 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from faceverify.distill import TeacherTargets, centred_targets, student_view, view_params  # noqa: E402
 from faceverify.embedder import load_embedder  # noqa: E402
-from faceverify.evaluation.lfw import read_pairs  # noqa: E402
-from faceverify.image import load_image  # noqa: E402
+from faceverify.evaluation.lfw import all_pairs_tar_at_far, read_pairs  # noqa: E402
 from faceverify.paths import data_root  # noqa: E402
 from faceverify.training.config import load_config  # noqa: E402
 from faceverify.training.datasets import open_training_set  # noqa: E402
@@ -45,7 +46,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a training run directory (model.pt + config.yaml) or a published model folder")
     p.add_argument("--teacher", default="dlib")
-    p.add_argument("--images", type=int, default=1000, help="LFW View 1 images sampled (and as many training faces)")
+    p.add_argument("--images", type=int, default=0, help="sample this many LFW View 1 images (default: all; as many training faces, 2000 at most)")
     p.add_argument("--out", help="write the result as JSON here")
     args = p.parse_args()
 
@@ -57,20 +58,31 @@ def main() -> int:
     _, mean = centred_targets(targets)
     centre = lambda t: unit(unit(t) - mean)  # noqa: E731  (as centred_targets does)
 
-    rng = np.random.default_rng(0)
+    # LFW View 1 through `faceverify eval`'s own feature path and caches: the student on its MTCNN
+    # crops, the teacher on its chip from the same MTCNN points (as `eval lfw-view1 --model dlib
+    # --dlib-detector mtcnn_points` and the service do)
+    from eval.__main__ import build_parser, features_for
+
     lfw = data_root() / "lfw"
     view1 = sorted(set(read_pairs(lfw / "pairsDevTrain.txt").images()) | set(read_pairs(lfw / "pairsDevTest.txt").images()))
-    chosen = [view1[i] for i in np.sort(rng.choice(len(view1), min(args.images, len(view1)), replace=False))]
-    stu, tea = [], []
-    for start in range(0, len(chosen), 64):
-        images = [load_image(lfw / "images" / name) for name in chosen[start:start + 64]]
-        batch = student.embed(images)
-        detected = [(img, f.landmarks) for img, f in zip(images, batch.faces) if f.source == "mtcnn"]
-        stu.append(batch.plain[[f.source == "mtcnn" for f in batch.faces]])
-        tea.append(teacher.embed([d[0] for d in detected], [d[1] for d in detected]).plain)
-    result = {"lfw_view1": summary(np.concatenate(stu), centre(np.concatenate(tea)))}
+    view1 = [name for name in view1 if (lfw / "images" / name).is_file()]
+    if args.images:
+        view1 = [view1[i] for i in np.sort(np.random.default_rng(0).choice(len(view1), args.images, replace=False))]
+    vectors = {}
+    for who, spec in (("student", str(run)), ("teacher", args.teacher)):
+        eval_args = build_parser().parse_args(["lfw-view1", "--model", spec, "--flip", "none", "--out", "unused",
+                                               "--dlib-detector", "mtcnn_points"])
+        feats, _ = features_for(eval_args, spec, lfw / "images", view1)
+        vectors[who] = feats.vectors(view1, "none")
+    stu, tea = vectors["student"], vectors["teacher"]
+    result = {"lfw_view1": summary(stu, centre(tea))}
+    identities = [n.split("/")[0] for n in view1]
+    result["lfw_view1_all_pairs"] = {
+        label: {f"tar_at_far_{k}": round(float(v.tar), 4) for k, v in all_pairs_tar_at_far(x, identities, fars=(1e-3, 1e-2))["tar_at_far"].items()}
+        for label, x in (("teacher_raw", unit(tea)), ("teacher_centred", centre(tea)), ("student", unit(stu)))}
 
-    picked = np.sort(rng.choice(len(faces), min(args.images, len(faces)), replace=False))
+    rng = np.random.default_rng(0)
+    picked = np.sort(rng.choice(len(faces), min(args.images or 2000, 2000, len(faces)), replace=False))
     template = cfg["data"]["template"]
     crops = np.stack([student_view(faces.wide(i), view_params(faces.sha1[i], 0), template) for i in picked])
     result["training_view0"] = summary(student.embed_crops(crops), centre(targets[0, picked]))
