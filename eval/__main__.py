@@ -138,6 +138,8 @@ def apply_recorded_settings(args, spec: str) -> None:
         args.flip = recorded.get("flip", "none")
     if hasattr(args, "pca") and args.pca is None and recorded.get("pca") is not None:
         args.pca = recorded["pca"]
+    if hasattr(args, "no_center") and not args.no_center and recorded.get("center") is False:
+        args.no_center = True  # chosen on View 1: centring costs a narrow-cone (teacher-geometry) model accuracy
     if hasattr(args, "metric") and args.metric is None:  # a descriptor's metric is part of the model, not a knob
         args.metric = recorded.get("metric") or ("euclidean" if spec == "dlib" else "cosine")
 

@@ -61,6 +61,7 @@ def main() -> int:
     p.add_argument("--to", default=str(REPO / "models" / "default"))
     p.add_argument("--recipe", default="train/configs/default.yaml", help="the committed recipe the run used")
     p.add_argument("--flip", default="sum", choices=["none", "sum", "concat"], help="the model's evaluation flip mode")
+    p.add_argument("--no-center", action="store_true", help="the model's evaluation does not centre features (chosen on View 1)")
     args = p.parse_args()
     run_dir, dst = Path(args.run), Path(args.to)
     if not (run_dir / "model.pt").is_file():
@@ -76,7 +77,7 @@ def main() -> int:
     py = sys.executable
     rel = relative(dst)
     report = f"{rel}/report"
-    evaluation = {"flip": args.flip, "pca": None, "metric": "cosine"}
+    evaluation = {"flip": args.flip, "pca": None, "metric": "cosine"} | ({"center": False} if args.no_center else {})
     # the settings are recorded first, so the evaluations below (and a user's plain `faceverify eval
     # lfw`) take them as defaults
     manifest_path = dst / "MODEL.json"
@@ -120,7 +121,7 @@ def main() -> int:
         "lfw_view1_devtest_at_operating_points": view1["devtest_accuracy_at"] | {"best_threshold": view1["devtest_best_accuracy"]},
         "reproduce": [f"faceverify train --config {args.recipe} --out runs/default",
                       f"python scripts/publish_model.py runs/default --to {rel} --recipe {args.recipe}"
-                      + ("" if args.flip == "sum" else f" --flip {args.flip}")],
+                      + ("" if args.flip == "sum" else f" --flip {args.flip}") + (" --no-center" if args.no_center else "")],
     }
     (dst / "MODEL.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"published {dst}: LFW View 2 {100 * lfw['accuracy_mean']:.2f}% ± {100 * lfw['accuracy_std']:.2f}, "
