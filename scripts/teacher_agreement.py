@@ -57,6 +57,8 @@ def main() -> int:
     targets = np.asarray(TeacherTargets(faces, args.teacher, int(cfg["distill"]["views"]), cfg["distill"]["teacher_kwargs"]).load())
     _, mean = centred_targets(targets)
     centre = lambda t: unit(unit(t) - mean)  # noqa: E731  (as centred_targets does)
+    # a student trained with distill.raw lives in the teacher's raw space: compare its centred part
+    student_part = centre if float(cfg["distill"].get("raw") or 0) else unit
 
     # LFW View 1 through `faceverify eval`'s own feature path and caches: the student on its MTCNN
     # crops, the teacher on its chip from the same MTCNN points (as `eval lfw-view1 --model dlib
@@ -75,7 +77,7 @@ def main() -> int:
         feats, _ = features_for(eval_args, spec, lfw / "images", view1)
         vectors[who] = feats.vectors(view1, "none")
     stu, tea = vectors["student"], vectors["teacher"]
-    result = {"lfw_view1": summary(stu, centre(tea))}
+    result = {"lfw_view1": summary(student_part(stu), centre(tea))}
     identities = [n.split("/")[0] for n in view1]
     result["lfw_view1_all_pairs"] = {
         label: {f"tar_at_far_{k}": round(float(v.tar), 4) for k, v in all_pairs_tar_at_far(x, identities, fars=(1e-3, 1e-2))["tar_at_far"].items()}
@@ -85,7 +87,7 @@ def main() -> int:
     picked = np.sort(rng.choice(len(faces), min(args.images or 2000, 2000, len(faces)), replace=False))
     template = cfg["data"]["template"]
     crops = np.stack([student_view(faces.wide(i), view_params(faces.sha1[i], 0), template) for i in picked])
-    result["training_view0"] = summary(student.embed_crops(crops), centre(targets[0, picked]))
+    result["training_view0"] = summary(student_part(student.embed_crops(crops)), centre(targets[0, picked]))
     print(json.dumps(result, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
