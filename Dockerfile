@@ -15,11 +15,6 @@ WORKDIR /opt/faceverify
 COPY pyproject.toml README.md ./
 COPY scripts/ scripts/
 COPY faceverify/ faceverify/
-COPY data_prep/ data_prep/
-COPY train/ train/
-COPY eval/ eval/
-COPY serve/ serve/
-COPY bench/ bench/
 RUN bash scripts/setup.sh
 
 ENV PATH=/opt/faceverify/.venv/bin:$PATH

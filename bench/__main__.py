@@ -293,8 +293,9 @@ def md_training(s: dict) -> str:
             rows.append([f"{label} ({r['recipe']})", r["backbone"], r["input"], f"{r['train_batch']} / {r['classes']:,}", fmt(r["train_img_s"]),
                          fmt(r["gflops"], 2), fmt(r.get("fraction_of_fp32_gemm_peak"), 3), fmt(r["peak_rss_MB"], 0)])
     tvi = (s.get("default_recipe") or {}).get("train_vs_fp32_inference")
-    return (f"Synthetic inputs, forward + backward + SGD step with the recipe's head; median of {s['repeats']} timed window(s) of "
-            f"{s['seconds']} s.\n\n"
+    return (f"The trainer of `faceverify train` (`{s['trainer']}`: DataLoader and "
+            "augmentation, forward, backward, optimizer step, logging) on a packed set of random pixels; the img/s it logs, "
+            f"median of {s['repeats']} window(s) of >= {s['seconds']} s after a warm-up window.\n\n"
             + table(["recipe", "backbone", "input", "batch / classes", "train img/s", "fwd GFLOPs/img", "fraction of fp32 GEMM peak", "peak RSS MB"], rows)
             + "\n\nFraction of peak = img/s × 3 × forward GFLOPs ÷ fp32 GEMM GFLOP/s (backward ≈ 2× forward; Kaplan et al. 2020, §2.1)."
             + (f" Training runs at {x(tvi)} of the same network's fp32 inference rate." if tvi else ""))

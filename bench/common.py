@@ -160,7 +160,7 @@ def peer_missing(name: str, disabled: list[str] | tuple[str, ...] = ()) -> str |
         try:
             importlib.import_module(module)
         except Exception as exc:  # ImportError, or a broken native wheel
-            how = PEER_INSTALL if name == "dlib" else "pip install facenet-pytorch --no-deps (see scripts/setup.sh)"
+            how = PEER_INSTALL if name == "dlib" else "bash scripts/setup.sh (facenet-pytorch is a dependency of faceverify)"
             return f"skipped: peer '{name}' not installed ({module}: {exc}); install it with `{how}`"
     return None
 

@@ -1,33 +1,44 @@
 """Backbone cost and training speed on this machine's CPU.
 
 For every backbone: parameters, GFLOPs per 112x96 image (forward; torch.utils.flop_counter, which
-counts a multiply-add as 2 FLOPs), inference img/s and training img/s (forward + backward + SGD
-step with an A-Softmax head), each measured in a fresh process so that its peak RSS is its own.
-``--recipe`` measures the training step of a recipe (its backbone, head, classes and batch).
+counts a multiply-add as 2 FLOPs), inference img/s and training img/s, each measured in a fresh
+process so that its peak RSS is its own. ``--recipe`` measures a recipe's training (its backbone,
+head, template, batch, amp, threads and DataLoader workers).
+
+Training img/s is the trainer's own: :func:`faceverify.training.loop.train`, the loop of
+``faceverify train`` (DataLoader + augmentation, forward, backward, optimizer step, logging), run
+on a packed set of random pixels (the speed of a step does not depend on them) prepared like the
+recipe's real one, and read from the img/s it logs. The first logged window is the warm-up.
 
     python -m bench.train_speed --table                       # all backbones -> markdown table
-    python -m bench.train_speed --recipe train/configs/cpu.yaml
+    python -m bench.train_speed --recipe train/configs/default.yaml
     python -m bench.train_speed --recipe train/configs/casia_sphereface20_gpu.yaml --batch 2 --classes 10572
 
-Synthetic inputs (the speed of a step does not depend on the pixels); data loading is not
-included. Threads: torch's default (all cores) unless --threads.
+Threads: torch's default (all cores) unless the recipe or --threads says.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
 import platform
 import resource
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-from bench.common import median, rates, recipe_network
+from bench.common import median, rates
+from faceverify.training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 ALL = ["lsoftmax_lfw", "sphereface20", "sphereface36", "sphereface64", "iresnet18", "iresnet50", "mobilefacenet"]
+# what every timed run changes in a recipe: CPU, no validation, no TensorBoard, no distillation
+# teacher (its targets would be labels of random pixels), data from the synthetic packed set
+BENCH_OVERRIDES = ["train.device=cpu", "val.every=0", "train.tensorboard=false", "distill.teacher=null", "data.select=[]"]
 
 
 def forward_gflops(model, size: tuple[int, int]) -> float:
@@ -43,29 +54,90 @@ def forward_gflops(model, size: tuple[int, int]) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def random_packed_set(root: Path, dcfg: dict, images: int, classes: int) -> Path:
+    """A packed set of ``images`` random crops over ``classes`` identities, stored the way the
+    trainer would prepare the recipe's sources (a 56x48 recipe reads 112x96 crops, area-averaged)."""
+    import numpy as np
+
+    from faceverify.align import DOWNSCALED, template_points
+    from faceverify.packed import FORMAT, write_json_atomic, write_shard
+    from faceverify.training.datasets import prepared_template
+
+    _, factor = DOWNSCALED.get(dcfg["template"], (dcfg["template"], 1))
+    # an integer downscale is read from full-size crops, as prepared; otherwise the template itself is stored
+    template, pad = prepared_template(dcfg) if float(factor).is_integer() else (dcfg["template"], int(dcfg["pad"]))
+    _, (height, width) = template_points(template, pad)
+    names = [f"id{k:05d}" for k in range(classes)]
+    crops = np.random.default_rng(0).integers(0, 256, (images, height, width, 3), dtype=np.uint8)
+    identities = [names[i % classes] for i in range(images)]
+    write_shard(root, 0, crops, {"identities": identities, "paths": [f"{n}/{i}.png" for i, n in enumerate(identities)]})
+    write_json_atomic(root / "manifest.json", {"format": FORMAT, "template": template, "pad": pad, "crop_size": [height, width],
+                                               "classes": names, "shards": [0], "wide": False})
+    return root
+
+
+def train_rate(cfg: dict, classes: int, seconds: float, repeats: int, workdir: Path) -> dict:
+    """Training img/s of ``cfg`` through the trainer: a 3-step run sizes the windows, then a run
+    of ``repeats + 1`` logged windows of >= ``seconds`` each; the median of all but the first
+    window's logged img/s is the rate. Runs and data go under ``workdir``."""
+    from faceverify.training.config import apply_override
+
+    batch = int(cfg["train"]["batch_size"])
+
+    def run(name: str, windows: int, steps_per_window: int) -> list[dict]:
+        steps = windows * steps_per_window
+        packed = random_packed_set(workdir / f"{name}_faces", cfg["data"], batch * (steps + 1), classes)  # one epoch
+        run_cfg = cfg
+        for item in [*BENCH_OVERRIDES, f"data.packed={packed}", f"train.steps={steps}", f"train.log_every={steps_per_window}",
+                     f"train.checkpoint_every={steps}"]:
+            run_cfg = apply_override(run_cfg, item)
+        rows: list[dict] = []
+        with contextlib.redirect_stdout(sys.stderr):  # the trainer's lines; stdout carries this process's JSON
+            train(run_cfg, workdir / name, on_log=rows.append)
+        return rows
+
+    sizing = run("sizing", 3, 1)
+    step_s = batch / median([r["images_per_s"] for r in sizing[1:]])
+    per_window = max(2, math.ceil(seconds / step_s))
+    timed = run("timed", repeats + 1, per_window)
+    window_rates = [r["images_per_s"] for r in timed[1:]]
+    return {"train_img_s": round(median(window_rates), 1), "train_windows": [round(r, 2) for r in window_rates],
+            "train_steps_per_window": per_window, "data_workers": int(cfg["data"]["workers"])}
+
+
+def speed_config(spec: dict) -> dict:
+    """The recipe of a measurement: ``spec["recipe"]`` with ``spec["overrides"]``, its batch and threads."""
+    from faceverify.training.config import load_config
+
+    overrides = list(spec.get("overrides", []))
+    if spec.get("batch"):
+        overrides.append(f"train.batch_size={int(spec['batch'])}")
+    if spec.get("threads"):
+        overrides.append(f"train.threads={int(spec['threads'])}")
+    return load_config(spec["recipe"], overrides)
+
+
 def measure(spec: dict) -> dict:
-    """One measurement (runs inside its own process). Rates are the median of ``repeats`` timed
-    windows of ``seconds`` each."""
+    """One measurement (runs inside its own process). Inference: the median of ``repeats`` timed
+    windows of ``seconds`` each (synthetic tensors); training: :func:`train_rate`."""
     import torch
 
     from faceverify.backbones import build_backbone
-    from faceverify.losses import MarginLoss, build_head
+    from faceverify.training.config import template_size
 
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     torch.manual_seed(0)
-    size = tuple(spec.get("input_size", (112, 96)))
-    model = build_backbone(spec["backbone"], embedding_dim=spec.get("embedding_dim", 512), input_size=size, **spec.get("kwargs", {}))
-    result = {"backbone": spec["backbone"], "kwargs": spec.get("kwargs", {}), "input": f"{size[0]}x{size[1]}",
-              "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2), "threads": torch.get_num_threads()}
+    cfg = speed_config(spec)
+    mcfg = cfg["model"]
+    size = template_size(cfg["data"]["template"])
+    kwargs = dict(mcfg.get("kwargs") or {})
+    model = build_backbone(mcfg["backbone"], embedding_dim=int(mcfg["embedding_dim"]), input_size=size, **kwargs)
+    result = {"backbone": mcfg["backbone"], "kwargs": kwargs, "input": f"{size[0]}x{size[1]}",
+              "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2), "head": cfg["head"]["name"],
+              "recipe": spec["recipe"]}
     model.eval()
     result["gflops"] = round(forward_gflops(model, size), 3)
-
-    def timed(fn, batch: int, seconds: float) -> float:
-        runs = rates(fn, batch, seconds, repeats)
-        result.setdefault("runs", {})[fn.__name__] = [round(r, 2) for r in runs]
-        return median(runs)
-
     seconds = float(spec.get("seconds", 8.0))
     repeats = int(spec.get("repeats", 1))
     if spec.get("infer", True):
@@ -75,28 +147,15 @@ def measure(spec: dict) -> dict:
             with torch.inference_mode():
                 model(xb)
 
-        result["infer_img_s"] = round(timed(infer, xb.shape[0], seconds), 1)
-    batch = int(spec.get("batch", 32))
-    head = build_head(spec.get("head", "asoftmax"), spec.get("embedding_dim", 512), int(spec.get("classes", 1000)),
-                      **spec.get("head_kwargs", {"m": 4, "lamb": 5.0}))
-    params = list(model.parameters()) + list(head.parameters())
-    opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=5e-4)
-    loss_fn = MarginLoss()
-    x = torch.randn(batch, 3, *size)
-    y = torch.randint(0, int(spec.get("classes", 1000)), (batch,))
-    model.train()
-    amp = bool(spec.get("amp", False))
-
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            out = head(model(x), y)
-        loss = loss_fn(out, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    result.update(train_batch=batch, classes=int(spec.get("classes", 1000)), amp=amp,
-                  train_img_s=round(timed(step, batch, seconds), 1))
+        runs = rates(infer, xb.shape[0], seconds, repeats)
+        result["runs"] = {"infer": [round(r, 2) for r in runs]}
+        result["infer_img_s"] = round(median(runs), 1)
+    del model
+    classes = int(spec.get("classes") or 1000)
+    with tempfile.TemporaryDirectory(prefix="faceverify-train-speed-") as tmp:
+        result.update(train_rate(cfg, classes, seconds, repeats, Path(tmp)))
+    result.update(train_batch=int(cfg["train"]["batch_size"]), classes=classes, amp=bool(cfg["train"]["amp"]),
+                  threads=torch.get_num_threads(), trainer=f"{train.__module__}.{train.__name__}")
     result["peak_rss_MB"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0)
     return result
 
@@ -118,20 +177,16 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def recipe_spec(path: str, batch: int | None, classes: int | None) -> dict:
-    from faceverify.training.config import load_config
+def recipe_spec(path: str, batch: int | None, classes: int | None, overrides: list[str] = ()) -> dict:
+    """A training measurement of recipe ``path`` (its own batch unless ``batch``; 1,000 classes unless ``classes``)."""
+    return {"recipe": str(path), "overrides": list(overrides), "batch": batch, "classes": classes or 1000, "infer": False}
 
-    cfg = load_config(path)
-    net = recipe_network(Path(path).resolve())
-    head_kwargs = dict(cfg["head"].get("kwargs") or {})
-    if cfg["head"]["name"] in ("asoftmax", "lsoftmax", "sphereface"):
-        head_kwargs["lamb"] = float(cfg["head"]["lambda"]["lambda_min"]) if cfg["head"].get("lambda") else 0.0
-    model_kwargs = {k: v for k, v in net["kwargs"].items() if k not in ("embedding_dim", "input_size")}
-    return {"backbone": net["backbone"], "embedding_dim": net["kwargs"]["embedding_dim"],
-            "kwargs": model_kwargs, "input_size": net["kwargs"]["input_size"],
-            "head": cfg["head"]["name"], "head_kwargs": head_kwargs, "classes": classes or 1000,
-            "batch": batch or cfg["train"]["batch_size"], "amp": bool(cfg["train"]["amp"]), "infer": False,
-            "threads": cfg["train"].get("threads") or None, "recipe": path}
+
+def backbone_spec(name: str, batch: int, classes: int) -> dict:
+    """A row of the backbone table: the paper recipe (112x96, A-Softmax m=4, fp32) with ``name`` as
+    its backbone, one DataLoader worker as in this CPU's recipes."""
+    return {"recipe": str(gpu_recipe()), "batch": batch, "classes": classes,
+            "overrides": [f"model.backbone={name}", "model.kwargs={}", "model.embedding_dim=512", "train.amp=false", "data.workers=1"]}
 
 
 def gpu_recipe() -> Path:
@@ -139,18 +194,18 @@ def gpu_recipe() -> Path:
 
 
 def run(opts: dict) -> dict:
-    """Bench section 7: training img/s of the default recipe (its backbone, head, batch; 1,000
-    classes unless the recipe says) and of the GPU recipe's network at batch 2 on this CPU (10,572
-    CASIA classes), each in a fresh process."""
+    """Bench section 7: training img/s of the default recipe (its backbone, head, batch, workers;
+    1,000 classes) and of the GPU recipe's network at batch 2 on this CPU (10,572 CASIA classes; one
+    DataLoader worker, not the GPU machine's 8), each in a fresh process, through the trainer."""
     from bench.common import default_recipe, progress
 
     quick = bool(opts.get("quick"))
     timing = {"seconds": 1.0 if quick else 3.0, "repeats": int(opts.get("repeats") or (1 if quick else 3))}
-    jobs = [("default_recipe", default_recipe(), None, None), ("gpu_recipe_batch2", gpu_recipe(), 2, 10572)]
+    jobs = [("default_recipe", default_recipe(), None, None, []), ("gpu_recipe_batch2", gpu_recipe(), 2, 10572, ["data.workers=1"])]
     bar = progress(len(jobs), "7 training")
-    result = {"synthetic_inputs": True, **timing}
-    for key, recipe, batch, classes in jobs:
-        spec = recipe_spec(str(recipe), batch, classes)
+    result = {"synthetic_inputs": True, "trainer": f"{train.__module__}.{train.__name__}", **timing}
+    for key, recipe, batch, classes, overrides in jobs:
+        spec = recipe_spec(str(recipe), batch, classes, overrides)
         spec.update(timing)
         if opts.get("threads"):
             spec["threads"] = int(opts["threads"])
@@ -169,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backbones", nargs="*", default=ALL)
     parser.add_argument("--batch", type=int, default=None, help="training batch (default 32; recipe: its total batch)")
     parser.add_argument("--classes", type=int, default=None, help="identities of the head (default 1000)")
-    parser.add_argument("--recipe", help="measure this recipe's training step")
+    parser.add_argument("--recipe", help="measure this recipe's training")
     parser.add_argument("--seconds", type=float, default=8.0, help="minimum timed seconds per measurement")
     parser.add_argument("--repeats", type=int, default=1, help="timed windows per measurement (the median is reported)")
     parser.add_argument("--threads", type=int, default=0)
@@ -192,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rows = []
         for name in args.backbones:
-            spec = {"backbone": name, "batch": args.batch or 32, "classes": args.classes or 1000, "seconds": args.seconds,
-                    "repeats": args.repeats}
+            spec = backbone_spec(name, args.batch or 32, args.classes or 1000)
+            spec.update(seconds=args.seconds, repeats=args.repeats)
             if args.threads:
                 spec["threads"] = args.threads
             rows.append(run_isolated(spec))

@@ -1,23 +1,27 @@
-"""The ``faceverify`` command: one entry point, subcommands dispatching to the thin apps."""
+"""The ``faceverify`` command: one entry point, one subcommand per module (``SUBCOMMANDS``)."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-# subcommand -> (module with main(argv), one-line help)
+# subcommand -> (module with main(argv), one-line help). Every command lives in the package, so an
+# installed faceverify needs no top-level modules (python -m train/eval/serve/data_prep from a
+# checkout run the same mains).
 SUBCOMMANDS = {
-    "prep": ("data_prep.__main__", "align a folder-per-identity dataset into a packed training set"),
-    "train": ("train.__main__", "train an identity model from a YAML recipe (torchrun for many processes)"),
-    "eval": ("eval.__main__", "evaluate a model: LFW 10-fold protocol or MegaFace-style identification"),
-    "serve": ("serve.__main__", "run the REST service (verify, embed, gallery enroll/identify)"),
+    "prep": ("faceverify.prep_cli", "align a folder-per-identity dataset into a packed training set"),
+    "train": ("faceverify.training.cli", "train an identity model from a YAML recipe (torchrun for many processes)"),
+    "eval": ("faceverify.evaluation.cli", "evaluate a model: LFW 10-fold protocol or MegaFace-style identification"),
+    "export": ("faceverify.export", "export a model to ONNX or TorchScript"),
+    "serve": ("faceverify.service.cli", "run the REST service (verify, embed, gallery enroll/identify)"),
+    "gallery": ("faceverify.gallery.__main__", "offline gallery tools (fit-pca: the index's PCA projection)"),
     "verify": ("faceverify.verify", "verify two photos from the command line; prints one JSON object"),
 }
 
 # Passive OpenMP waiting (faceverify/threads.py): spinning workers cost 4-6x on a shared CPU, for
-# per-request latency (serve, verify: also 1 torch thread) and batch throughput (prep, eval: all
-# cores) alike (docs/service.md, Threads). train keeps OpenMP's defaults: it owns the machine.
-PASSIVE_WAIT_COMMANDS = ("serve", "verify", "prep", "eval")
+# per-request latency (serve, verify: also 1 torch thread) and batch throughput (prep, eval, gallery
+# fit-pca: all cores) alike (docs/service.md, Threads). train keeps OpenMP's defaults: it owns the machine.
+PASSIVE_WAIT_COMMANDS = ("serve", "verify", "prep", "eval", "gallery")
 
 
 def usage() -> str:

@@ -5,7 +5,7 @@ output: ``embedding`` (N, D) float32 (not L2-normalised). The ONNX file carries 
 ``faceverify.template``, ``faceverify.backbone`` and ``faceverify.embedding_dim`` (read by
 ``faceverify.embedder.OnnxEmbedder``).
 
-    python -m faceverify.export MODEL (.pt or dir) OUT.onnx|OUT.ts [--opset 18] [--check]
+    faceverify export MODEL (.pt or dir) OUT.onnx|OUT.ts [--opset 18] [--check]
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def check_onnx(model: nn.Module, path: str | os.PathLike, input_size: tuple[int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m faceverify.export", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="faceverify export", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="checkpoint .pt or a model directory holding model.pt")
     parser.add_argument("out", help="output file: .onnx for ONNX, .ts / .pt / .jit for TorchScript")
     parser.add_argument("--opset", type=int, default=18)

@@ -35,8 +35,8 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 # torch/torchvision: the one build pair that exists for both CPU-only and CUDA machines here.
 "$VPY" -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
-# facenet-pytorch pins torch<2.3 and old numpy/Pillow in its metadata; its real needs are in pyproject.
-"$VPY" -m pip install --quiet --no-deps "facenet-pytorch==2.6.0"
+# Everything else, facenet-pytorch (MTCNN) included, resolved together from pyproject.toml: nothing is
+# installed with --no-deps here, so pip's resolver has no conflict to report (no "ERROR:" line).
 "$VPY" -m pip install --quiet -e ".[${FACEVERIFY_EXTRAS:-dev}]"
 if [ "${FACEVERIFY_GPU:-0}" = "1" ]; then
   "$VPY" -m pip uninstall -y faiss-cpu >/dev/null 2>&1 || true

@@ -92,7 +92,36 @@ def test_model_sections_smallest(tmp_path):
     assert [r["concurrency"] for r in s["service"]["verify"]] == [1, 8, 32]
     assert all(r["ok"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0 for r in s["service"]["verify"])
     assert s["training"]["default_recipe"]["train_img_s"] > 0 and s["training"]["gpu_recipe_batch2"]["train_batch"] == 2
+    assert s["training"]["trainer"] == s["training"]["default_recipe"]["trainer"] == "faceverify.training.loop.train"
     assert s["training"]["default_recipe"]["fraction_of_fp32_gemm_peak"] > 0  # derived from section 1
     assert_finite_non_negative(s)
     for title in ("Machine limit", "Embedding throughput", "faceverify prep", "/verify under load", "Training speed"):
         assert title in md
+
+
+def test_train_speed_measures_the_trainer(tmp_path):
+    """Section 7's img/s is what faceverify.training.loop.train logs, on a packed set of random
+    crops stored like the recipe's real one (a 56x48 recipe reads 112x96 crops, downscaled)."""
+    from bench import train_speed
+    from faceverify.checkpoint import load_backbone
+    from faceverify.packed import PackedFaces
+    from faceverify.training import loop
+    from faceverify.training.config import load_config
+
+    assert train_speed.train is loop.train
+    tiny = ["model.kwargs={widths: [4, 8, 8, 16], bn: true}", "model.embedding_dim=32", "data.template=56x48", "data.pad=1",
+            "data.workers=0", "train.batch_size=8", "train.threads=1"]
+    cfg = load_config(REPO / "train" / "configs" / "smoke.yaml", tiny)
+    result = train_speed.train_rate(cfg, classes=5, seconds=0.01, repeats=2, workdir=tmp_path)
+    per_window = result["train_steps_per_window"]
+    assert per_window >= 2 and len(result["train_windows"]) == 2 and result["data_workers"] == 0
+    assert result["train_img_s"] == pytest.approx(sum(result["train_windows"]) / 2, rel=0.01) and result["train_img_s"] > 0
+    # the timed run is a complete training run: 3 logged windows (the first is the warm-up), its model
+    summary = json.loads((tmp_path / "timed" / "summary.json").read_text())
+    assert summary["steps"] == 3 * per_window
+    logged = (tmp_path / "timed" / "metrics.csv").read_text().splitlines()
+    assert logged[0] == "step,loss,accuracy,lr,lambda" and [int(r.split(",")[0]) for r in logged[1:]] == [per_window * k for k in (1, 2, 3)]
+    _, info = load_backbone(tmp_path / "timed")
+    assert info.name == "sphereface20" and info.embedding_dim == 32 and info.template == "56x48"
+    faces = PackedFaces(tmp_path / "timed_faces", as_template="56x48")
+    assert faces.crop_size == (58, 50) and faces.downscale == 2 and faces.num_classes == 5 and len(faces) == 8 * (3 * per_window + 1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import tomllib
 
 from urllib.parse import urlsplit
 
@@ -16,7 +17,7 @@ import yaml
 
 from faceverify.paths import REPO_ROOT
 from faceverify.gallery import is_postgres_url
-from serve.__main__ import build_parser
+from faceverify.service.cli import build_parser
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
@@ -173,7 +174,8 @@ def test_dockerfile_copies_what_setup_needs_and_runs_serve():
     for src in sources:
         assert (REPO_ROOT / src).exists(), f"COPY {src}: missing in the repository"
     # setup.sh installs the project itself (pip -e .): every package in pyproject's find list must be copied
-    for package in ("faceverify", "data_prep", "train", "eval", "serve", "bench"):
+    packages = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    for package in {p.split(".")[0].rstrip("*") for p in packages}:
         assert f"{package}/" in sources
     assert "pyproject.toml" in sources and "scripts/" in sources
     setup_at = [i for i, (w, r) in enumerate(instr) if w == "RUN" and r == README_SETUP][0]

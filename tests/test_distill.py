@@ -19,7 +19,7 @@ from faceverify.embedder import load_embedder
 from faceverify.errors import ConfigError, DataNotFoundError
 from faceverify.packed import PackedFaces
 from faceverify.prep import prepare_dataset
-from train.__main__ import main as train_main
+from faceverify.training.cli import main as train_main
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "train" / "configs" / "smoke.yaml"

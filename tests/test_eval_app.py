@@ -11,7 +11,7 @@ import torch
 
 from faceverify.paths import lfw_root
 
-from eval import __main__ as eval_app  # noqa: E402  (the app under test)
+from faceverify.evaluation import cli as eval_app  # the app under test
 
 
 @pytest.fixture(scope="module")

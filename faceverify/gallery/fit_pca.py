@@ -1,4 +1,4 @@
-"""``python -m faceverify.gallery fit-pca``: fit the optional PCA projection of the index."""
+"""``faceverify gallery fit-pca``: fit the optional PCA projection of the index."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".webp", ".bmp"}
 
 
 def fit_pca_main(argv: list[str] | None = None) -> int:
-    """``python -m faceverify.gallery fit-pca IMAGES --model M --components 128 --out pca.npz``:
+    """``faceverify gallery fit-pca IMAGES --model M --components 128 --out pca.npz``:
     embed photos of *training* identities (not the gallery's people) with the served model and fit
     the projection ``faceverify serve --pca`` uses."""
     import argparse
@@ -23,7 +23,7 @@ def fit_pca_main(argv: list[str] | None = None) -> int:
     from ..image import load_image
     from ..verify import Verifier
 
-    p = argparse.ArgumentParser(prog="python -m faceverify.gallery fit-pca", description=fit_pca_main.__doc__)
+    p = argparse.ArgumentParser(prog="faceverify gallery fit-pca", description=fit_pca_main.__doc__)
     p.add_argument("images", help="a folder of photos, searched recursively (e.g. a training set)")
     p.add_argument("--model", default=None, help="the model the service serves (default: models/default)")
     p.add_argument("--components", type=int, default=128)

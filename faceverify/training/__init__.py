@@ -1,5 +1,7 @@
-"""Reusable training parts (the ``train`` app is built from these):
+"""Training: the one loop and its parts.
 
+* ``loop``: ``train(cfg, out, resume=False)``, the training run (``faceverify train``, the bench, the tests)
+* ``cli``: the ``faceverify train`` command line (``python -m train`` from the repository root)
 * ``schedules``: ``LambdaSchedule`` (A-Softmax lambda annealing), ``WarmupLR`` (multistep/cosine/poly + warm-up)
 * ``data``: ``AugmentedFaces`` (random 112x96 windows of the padded crops + flips), ``ResumableSampler``
 * ``datasets``: ``open_training_set`` (a packed set, or identity folders prepared on the fly into a cache)

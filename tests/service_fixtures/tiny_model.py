@@ -1,52 +1,58 @@
 """A tiny face model, trained in a few seconds on a few LFW identities, so the service tests can
 check real verdicts (same person accepted, different people rejected) without a shipped model.
 
-Training crops are aligned with the SphereFace landmark file (no MTCNN needed); the calibration
-thresholds are measured through the real ``Verifier`` (MTCNN -> align -> network) on held-out
-photos of the same identities, exactly like the service computes similarities."""
+It is trained like any model: the recipe ``tiny_model.yaml`` through the library's loop
+(``faceverify.training.loop.train``) on a packed set of crops aligned with the SphereFace landmark
+file (no MTCNN needed); the calibration thresholds are measured through the real ``Verifier``
+(MTCNN -> align -> network) on held-out photos of the same identities, exactly like the service
+computes similarities."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from faceverify.align import align_face
-from faceverify.backbones import build_backbone
-from faceverify.checkpoint import inference_state, save_checkpoint
 from faceverify.image import load_image
 from faceverify.landmarks import LFW_250_TO_150, read_landmark_file
-from faceverify.losses import MarginLoss, build_head
+from faceverify.packed import FORMAT, write_json_atomic, write_shard
 from faceverify.paths import lfw_root
-from faceverify.transforms import crops_to_tensor
+from faceverify.training import loop
+from faceverify.training.config import load_config
 
 IDENTITIES = ["George_W_Bush", "Colin_Powell", "Tony_Blair", "Donald_Rumsfeld", "Gerhard_Schroeder", "Ariel_Sharon"]
 TRAIN_PER_ID = 40  # images 1..40 of each identity train the model
 CALIB = range(41, 49)  # images 41..48: calibration (threshold)
 HELD_OUT = range(49, 53)  # images 49..52: the tests' photos, never seen by training or calibration
-# ~2.5 MFLOPs per crop: trains in ~20-30 s on one busy CPU core
-BACKBONE = {"name": "lsoftmax_lfw", "kwargs": {"embedding_dim": 64, "input_size": [112, 96], "widths": [8, 16, 32, 32, 32], "depth": 1}}
-STEPS = 150
-BATCH = 32
+RECIPE = Path(__file__).with_name("tiny_model.yaml")
 
 
 def lfw_image(name: str, number: int) -> Path:
     return lfw_root() / "images" / name / f"{name}_{number:04d}.jpg"
 
 
-def _training_crops():
+def pack_training_crops(dst: Path, template: str, pad: int) -> Path:
+    """Images 1..TRAIN_PER_ID of every identity, aligned from the landmark file, as a packed set."""
     landmarks = read_landmark_file(lfw_root() / "lfw_landmark.txt", scale=LFW_250_TO_150)
-    crops, labels = [], []
-    for label, name in enumerate(IDENTITIES):
+    crops, identities, paths = [], [], []
+    for name in IDENTITIES:
         for n in range(1, TRAIN_PER_ID + 1):
             key = f"{name}/{name}_{n:04d}.jpg"
-            crops.append(align_face(load_image(lfw_image(name, n)), landmarks[key], "112x96"))
-            labels.append(label)
-    return np.stack(crops), np.array(labels)
+            crops.append(align_face(load_image(lfw_image(name, n)), landmarks[key], template, pad))
+            identities.append(name)
+            paths.append(key)
+    write_shard(dst, 0, np.stack(crops), {"identities": identities, "paths": paths})
+    height, width = crops[0].shape[:2]
+    write_json_atomic(dst / "manifest.json", {"format": FORMAT, "template": template, "pad": pad, "crop_size": [height, width],
+                                              "classes": list(IDENTITIES), "shards": [0], "wide": False})
+    return dst
 
 
 def train(out_dir: Path, seed: int = 0) -> Path:
@@ -63,32 +69,12 @@ def train(out_dir: Path, seed: int = 0) -> Path:
 
 
 def _train(out_dir: Path, seed: int) -> Path:
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    crops, labels = _training_crops()
-    net = build_backbone(BACKBONE["name"], **BACKBONE["kwargs"])
-    head = build_head("cosface", BACKBONE["kwargs"]["embedding_dim"], len(IDENTITIES), s=30.0, m=0.35)
-    loss_fn = MarginLoss()
-    opt = torch.optim.AdamW(list(net.parameters()) + list(head.parameters()), lr=1e-2, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=STEPS)
-    net.train()
-    for _ in range(STEPS):
-        idx = rng.choice(len(crops), BATCH, replace=False)
-        batch = crops[idx].copy()
-        flip = rng.random(len(idx)) < 0.5
-        batch[flip] = batch[flip][:, :, ::-1]
-        shift = rng.integers(-3, 4, size=2)
-        batch = np.roll(batch, tuple(int(s) for s in shift), axis=(1, 2))
-        x = crops_to_tensor(batch)
-        y = torch.from_numpy(labels[idx])
-        loss = loss_fn(head(net(x), y), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    net.eval()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out_dir / "model.pt", inference_state(BACKBONE["name"], BACKBONE["kwargs"], "112x96", net))
+    with tempfile.TemporaryDirectory(prefix="faceverify-tiny-model-") as tmp:
+        recipe = load_config(RECIPE, [f"data.packed={Path(tmp) / 'faces'}", f"seed={seed}"])
+        pack_training_crops(Path(tmp) / "faces", recipe["data"]["template"], int(recipe["data"]["pad"]))
+        loop.train(recipe, Path(tmp) / "run")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(Path(tmp) / "run" / "model.pt", out_dir / "model.pt")
     tmp = out_dir / "calibration.json.tmp"
     tmp.write_text(json.dumps(calibrate(out_dir)))
     os.replace(tmp, out_dir / "calibration.json")
@@ -101,7 +87,9 @@ def cached(config) -> Path:
     from faceverify.paths import REPO_ROOT
 
     h = hashlib.sha256(torch.__version__.encode())
-    for path in (Path(__file__), REPO_ROOT / "faceverify" / "backbones" / "lsoftmax_net.py", REPO_ROOT / "faceverify" / "checkpoint.py"):
+    for path in (Path(__file__), RECIPE, REPO_ROOT / "faceverify" / "backbones" / "lsoftmax_net.py", REPO_ROOT / "faceverify" / "checkpoint.py",
+                 *(REPO_ROOT / "faceverify" / "training" / name for name in ("loop.py", "data.py", "schedules.py")),
+                 REPO_ROOT / "faceverify" / "losses.py"):
         h.update(path.read_bytes())
     return train(config.cache.mkdir(f"faceverify-tiny-model-{h.hexdigest()[:12]}"))
 
