@@ -63,7 +63,7 @@ def main() -> int:
     # LFW View 1 through `faceverify eval`'s own feature path and caches: the student on its MTCNN
     # crops, the teacher on its chip from the same MTCNN points (as `eval lfw-view1 --model dlib
     # --dlib-detector mtcnn_points` and the service do)
-    from eval.__main__ import build_parser, features_for
+    from faceverify.evaluation.cli import build_parser, features_for
 
     lfw = data_root() / "lfw"
     view1 = sorted(set(read_pairs(lfw / "pairsDevTrain.txt").images()) | set(read_pairs(lfw / "pairsDevTest.txt").images()))
