@@ -2,7 +2,7 @@
 
 import sys
 
-from .fit_pca import fit_pca_main
+from ..fit_pca import fit_pca_main
 
 if len(sys.argv) < 2 or sys.argv[1] != "fit-pca":
     print("usage: python -m faceverify.gallery fit-pca IMAGES --model M --components N --out pca.npz", file=sys.stderr)
