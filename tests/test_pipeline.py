@@ -89,15 +89,15 @@ def test_prep_eval_and_verifier_cut_byte_identical_crops(photos, verifier, detec
 def test_training_validation_aligns_with_mtcnn_like_evaluation(tmp_path, lfw_images):
     from faceverify.training.validate import DETECT_BATCH, LfwView1Validator
 
-    val = LfwView1Validator("56x48", n_pairs=4, cache_dir=tmp_path)
+    aligner = load_embedder(DEFAULT_MODEL_DIR, fallback="center_crop").aligner  # evaluation's
+    val = LfwView1Validator(aligner.template, n_pairs=4, cache_dir=tmp_path)
     assert list((tmp_path / "features" / "detections").glob("detections-*.npz")), "detections are cached"
-    # the evaluation embedder's aligner on the same images, in one MTCNN batch as the validator
-    # detects them (a batched pyramid moves points by ~1e-3 px against single images)
-    aligner = load_embedder(DEFAULT_MODEL_DIR, fallback="center_crop").aligner
-    assert aligner.template == "56x48" and len(val.names) <= DETECT_BATCH
+    # the same images through evaluation's aligner, in one MTCNN batch as the validator detects
+    # them (a batched pyramid moves points by ~1e-3 px against single images)
+    assert len(val.names) <= DETECT_BATCH
     crops = np.stack([face.crop for face in aligner.align_batch([load_image(lfw_images / n) for n in val.names])])
     assert torch.equal(val.inputs, crops_to_tensor(crops))
-    again = LfwView1Validator("56x48", n_pairs=4, cache_dir=tmp_path)  # from the cache: the same crops
+    again = LfwView1Validator(aligner.template, n_pairs=4, cache_dir=tmp_path)  # from the cache: the same crops
     assert torch.equal(again.inputs, val.inputs)
 
 
