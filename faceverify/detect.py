@@ -95,6 +95,11 @@ def _to_faces(boxes, points, min_score: float) -> list[Face]:
     return sorted(faces, key=lambda f: -f.score)
 
 
+def check_policy(policy: str) -> None:
+    if policy not in SELECTION_POLICIES:
+        raise ValueError(f"unknown face selection policy {policy!r}; choose one of {SELECTION_POLICIES}")
+
+
 def select_face(faces: list[Face], image_shape: tuple[int, ...], policy: str = "largest_central") -> Face:
     """Choose "the" face of an image.
 
@@ -110,8 +115,7 @@ def select_face(faces: list[Face], image_shape: tuple[int, ...], policy: str = "
             "no face found (MTCNN found no face with probability >= the detector's min_score); "
             "use a photo with a visible frontal face of at least ~20 px."
         )
-    if policy not in SELECTION_POLICIES:
-        raise ValueError(f"unknown face selection policy {policy!r}; choose one of {SELECTION_POLICIES}")
+    check_policy(policy)
     if len(faces) == 1:
         return faces[0]
     if policy == "reject":

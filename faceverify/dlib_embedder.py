@@ -30,7 +30,7 @@ from .align import similarity_transform
 from .detect import Face, select_face
 from .embedder import FLIP_MODES, EmbedBatch
 from .errors import ConfigError, NoFaceError
-from .pipeline import AlignedFace
+from .pipeline import AlignedFace, FaceAligner
 
 # Median dlib HOG box (x1, y1, x2, y2) / image size over 598 LFW View 1 (pairsDevTrain) images
 # (150x150); used when HOG finds no face. Measured with HOG upsample 1, centre-closest face, by
@@ -119,11 +119,9 @@ class DlibEmbedder:
         self._mtcnn = None
 
     @property
-    def mtcnn(self):
-        if self._mtcnn is None:
-            from .detect import FaceDetector
-
-            self._mtcnn = FaceDetector()
+    def mtcnn(self) -> FaceAligner:
+        if self._mtcnn is None:  # MTCNN on the shared path (large photos shrunk), for its detections only
+            self._mtcnn = FaceAligner()
         return self._mtcnn
 
     def _hog_faces(self, image: np.ndarray) -> list[Face]:

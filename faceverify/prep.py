@@ -17,8 +17,8 @@ import numpy as np
 from tqdm import tqdm
 
 from .align import template_points
-from .detect import FaceDetector, select_face
-from .errors import ConfigError, DataNotFoundError, FaceverifyError
+from .detect import FaceDetector
+from .errors import ConfigError, DataNotFoundError, FaceverifyError, NoFaceError
 from .image import load_image
 from .packed import FORMAT, read_shard_meta, shard_done, write_json_atomic, write_shard
 from .pipeline import FaceAligner
@@ -93,7 +93,7 @@ def _init_worker(options: PrepOptions, threads: int) -> None:
 
     torch.set_num_threads(threads)
     _worker["options"] = options
-    _worker["aligner"] = FaceAligner(FaceDetector(min_score=0.0), options.template, options.pad, options.policy)
+    _worker["aligner"] = FaceAligner(FaceDetector(), options.template, options.pad, options.policy, min_score=options.min_score)
     _worker["wide"] = FaceAligner(_worker["aligner"].detector, "wide160", 0) if options.wide else None
 
 
@@ -107,27 +107,20 @@ def _process_chunk(args: tuple[int, list[tuple[str, str, str, str]], str]) -> tu
         try:
             data = Path(abs_path).read_bytes()
             image = load_image(data)
-            given = options.landmarks.get(rel)
-            if given is not None:
-                aligned = aligner.align(image, given)
-            else:
-                faces = aligner.detector.detect(image)  # min_score 0: low scores are reported, not hidden
-                good = [f for f in faces if f.score >= options.min_score]
-                if not good:
-                    reason = f"low_score ({max(f.score for f in faces):.3f} < {options.min_score})" if faces else "no_face"
-                    failures.append([recorded, reason.split(" ")[0], reason])
-                    continue
-                face = select_face(good, image.shape, options.policy)
-                aligned = aligner.align(image, face.landmarks)
-                aligned.source = "mtcnn"
-                reference = options.compare_landmarks.get(rel)
-                if reference is not None:
-                    nme.append(normalised_mean_error(face.landmarks, reference))
-                    offsets.append({"delta": (face.landmarks - reference).round(3).tolist(),
-                                    "inter_ocular": round(float(np.linalg.norm(reference[0] - reference[1])), 3)})
+            aligned = aligner.align(image, options.landmarks.get(rel))
+        except NoFaceError as exc:  # faces below min_score are reported as such, not hidden
+            best = exc.details.get("best_score")
+            reason = f"low_score ({best:.3f} < {options.min_score})" if best is not None else "no_face"
+            failures.append([recorded, reason.split(" ")[0], reason])
+            continue
         except FaceverifyError as exc:
             failures.append([recorded, exc.code, exc.message])
             continue
+        reference = options.compare_landmarks.get(rel)
+        if aligned.source == "mtcnn" and reference is not None:
+            nme.append(normalised_mean_error(aligned.landmarks, reference))
+            offsets.append({"delta": (aligned.landmarks - reference).round(3).tolist(),
+                            "inter_ocular": round(float(np.linalg.norm(reference[0] - reference[1])), 3)})
         crops.append(aligned.crop)
         if options.wide:
             wide.append(_worker["wide"].align(image, aligned.landmarks).crop)

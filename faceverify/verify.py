@@ -19,18 +19,18 @@ import json
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .detect import SELECTION_POLICIES, Face, FaceDetector, select_face
+from .detect import SELECTION_POLICIES
 from .embedder import Embedder, load_embedder
 from .errors import CheckpointError, ConfigError, FaceverifyError
 from .image import DEFAULT_MAX_PIXELS, load_image
 from .paths import DEFAULT_MODEL_DIR, DLIB_MODEL_DIR
-from .pipeline import AlignedFace
+from .pipeline import AlignedFace, FaceAligner
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,6 @@ DEFAULT_OPERATING_POINT = "far_1e-3"
 # reported as source "uncalibrated_default" so nobody mistakes it for a calibrated one.
 UNCALIBRATED_THRESHOLD = 0.5
 DEFAULT_POLICY = "largest_central"
-# MTCNN runs on a copy whose longest side is at most this; boxes and landmarks are scaled back and
-# the face is aligned from the full-resolution image (a 6000 px photo costs ~ a 1280 px one).
-DETECT_MAX_SIDE = 1280
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,14 +211,14 @@ class Verifier:
     inference through one micro-batching worker); ``decide``/``compare`` are pure.
     """
 
-    def __init__(self, embedder: Embedder, calibration: Calibration | None = None, detector: FaceDetector | None = None,
-                 model_path: Path | None = None, detect_max_side: int = DETECT_MAX_SIDE):
+    def __init__(self, embedder: Embedder, calibration: Calibration | None = None, aligner: FaceAligner | None = None,
+                 model_path: Path | None = None):
         self.embedder = embedder
         self.calibration = calibration or Calibration()
-        aligner = getattr(embedder, "aligner", None)
-        self.detector = detector or (aligner.detector if aligner is not None else FaceDetector())
+        # detect -> select on the shared path; the embedder cuts its own crop from the chosen points
+        # (the same crop for our models, whose aligner this is; dlib's chip for dlib)
+        self.aligner = aligner or getattr(embedder, "aligner", None) or FaceAligner()
         self.model_path = model_path
-        self.detect_max_side = detect_max_side
         self.flip = getattr(embedder, "flip", "none")
         self.sha256 = weights_sha256(model_path) if model_path is not None else None
         self.fingerprint = model_fingerprint(model_path, self.flip, self.sha256) if model_path is not None else embedder.name
@@ -270,49 +267,20 @@ class Verifier:
 
     # -- faces ----------------------------------------------------------------------------
 
-    def _detect(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
-        """MTCNN on (downscaled if huge) copies; boxes/landmarks in full-resolution coordinates."""
-        import cv2
-
-        small, scales = [], []
-        for img in images:
-            side = max(img.shape[:2])
-            s = min(1.0, self.detect_max_side / side)
-            scales.append(s)
-            if s < 1.0:
-                size = (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s)))
-                small.append(cv2.resize(img, size, interpolation=cv2.INTER_AREA))
-            else:
-                small.append(img)
-        found = self.detector.detect_batch(small)
-        return [
-            faces if s == 1.0 else [Face(f.box / np.float32(s), f.score, f.landmarks / np.float32(s)) for f in faces]
-            for faces, s in zip(found, scales)
-        ]
-
     def embed_faces(self, images: Sequence[np.ndarray], policies: Sequence[str] | str = DEFAULT_POLICY) -> list[FaceResult | FaceverifyError]:
         """For each image, its chosen face's embedding, or the typed error (no_face, multiple_faces)
         that refused it. All accepted faces go through the network as one batch."""
         if isinstance(policies, str):
             policies = [policies] * len(images)
-        for p in policies:
-            if p not in SELECTION_POLICIES:
-                raise ValueError(f"unknown face selection policy {p!r}; choose one of {SELECTION_POLICIES}")
-        results: list[FaceResult | FaceverifyError | None] = [None] * len(images)
-        chosen: list[tuple[int, Face, int]] = []
-        for i, (img, faces, policy) in enumerate(zip(images, self._detect(images), policies)):
-            try:
-                chosen.append((i, select_face(faces, img.shape, policy), len(faces)))
-            except FaceverifyError as exc:
-                results[i] = exc
+        results: list[FaceResult | FaceverifyError] = self.aligner.align_batch(images, policies=policies, errors="return")
+        chosen = [i for i, r in enumerate(results) if isinstance(r, AlignedFace)]
         if chosen:
-            batch = self.embedder.embed([images[i] for i, _, _ in chosen], landmarks=[f.landmarks for _, f, _ in chosen])
+            batch = self.embedder.embed([images[i] for i in chosen], landmarks=[results[i].landmarks for i in chosen])
             vectors = batch.vectors
-            for row, (i, face, n) in enumerate(chosen):
-                crop = batch.faces[row].crop
-                aligned = AlignedFace(crop, "mtcnn", face.landmarks, face, n, policies[i])
+            for row, i in enumerate(chosen):
+                aligned = replace(results[i], crop=batch.faces[row].crop)
                 results[i] = FaceResult(_normalize(vectors[row]), aligned)
-        return results  # type: ignore[return-value]
+        return results
 
     def embed_one(self, image: np.ndarray, policy: str = DEFAULT_POLICY) -> FaceResult:
         result = self.embed_faces([image], [policy])[0]

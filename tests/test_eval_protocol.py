@@ -8,6 +8,7 @@ import pytest
 from faceverify.errors import ConfigError
 from faceverify.evaluation import lfw, megaface, metrics
 from faceverify.evaluation.features import FeatureSet
+from faceverify.pca import Pca
 
 
 def unit(deg: float) -> np.ndarray:
@@ -123,19 +124,19 @@ def test_pca_is_fitted_without_the_test_fold():
     no_pca = lfw.ten_fold(left, right, same, folds)
     assert no_pca.folds[0].accuracy == 1.0
     # a PCA that had seen the test fold would keep dim 2 among its top-2 components
-    leaky = lfw.fit_pca(np.r_[left, right], 2)
+    leaky = Pca.fit(np.r_[left, right], 2)
     assert np.abs(leaky.components[:, 2]).max() > 0.9
 
 
 def test_pca_kept_variance_fraction():
     x = np.array([[10, 0, 0], [-10, 0, 0], [0, 3, 0], [0, -3, 0], [0, 0, 0.1], [0, 0, -0.1]])
     # variances along the axes: 200 : 18 : 0.02 -> first component explains 200 / 218.02 = 0.917
-    assert lfw.fit_pca(x, 0.9).components.shape[0] == 1
-    assert lfw.fit_pca(x, 0.95).components.shape[0] == 2
-    assert lfw.fit_pca(x, 0.99999).components.shape[0] == 3
-    assert lfw.fit_pca(x, 2).explained_variance_ratio == pytest.approx(218 / 218.02)
+    assert Pca.fit(x, 0.9).components.shape[0] == 1
+    assert Pca.fit(x, 0.95).components.shape[0] == 2
+    assert Pca.fit(x, 0.99999).components.shape[0] == 3
+    assert Pca.fit(x, 2).explained_variance == pytest.approx(218 / 218.02)
     with pytest.raises(ConfigError):
-        lfw.fit_pca(x, 7)
+        Pca.fit(x, 7)
 
 
 def test_flip_modes_from_the_feature_set():

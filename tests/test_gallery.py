@@ -13,7 +13,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from faceverify.errors import ConfigError
+from faceverify.errors import ConfigError, SchemaVersionError
 from faceverify.gallery import (
     ConflictError,
     DimensionMismatchError,
@@ -101,6 +101,50 @@ def test_model_and_dimension_guard(gallery_store):
             g.enroll("c", "x", np.ones(DIM + 1, np.float32))
         with pytest.raises(DimensionMismatchError):
             g.search("c", np.ones(7, np.float32))
+
+
+def test_sqlite_schema_version_is_checked_on_open(tmp_path):
+    import sqlite3
+
+    from faceverify.gallery import DB_NAME
+
+    with Gallery(tmp_path, DIM, "model-A") as g:
+        g.create_collection("c")
+    for version in ("2", "one"):  # written by a newer faceverify, or not a version at all
+        with sqlite3.connect(tmp_path / DB_NAME) as db:
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (version,))
+        with pytest.raises(SchemaVersionError, match=f"schema version {version}, this faceverify reads version 1"):
+            Gallery(tmp_path, DIM, "model-A")
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
+    with Gallery(tmp_path, DIM, "model-A") as g:
+        assert [c.name for c in g.list_collections()] == ["c"]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / DB_NAME).write_bytes(b"not a database, " * 512)
+    with pytest.raises(ConfigError, match="is it a faceverify gallery"):
+        Gallery(tmp_path / "other", DIM, "model-A")
+
+
+def test_gallery_never_imports_the_verifier():
+    """The gallery is storage + index + PCA: it must not depend on the model pipeline (``verify``)."""
+    import ast
+    from pathlib import Path
+
+    import faceverify.gallery as gallery
+
+    for path in Path(gallery.__file__).parent.glob("*.py"):
+        if path.name == "__main__.py":  # the command line entry point, not the library
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                module = "." * node.level + (node.module or "")
+                assert "verify" not in module.split(".") and not (module == ".." and "verify" in [a.name for a in node.names]), \
+                    f"{path.name} imports {module}"
+            elif isinstance(node, ast.Import):
+                assert all("faceverify.verify" not in a.name for a in node.names), f"{path.name} imports faceverify.verify"
+    out = subprocess.run([sys.executable, "-c", "import sys, faceverify.gallery; print('faceverify.verify' in sys.modules)"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize("bad", ["", ".", "..", "../etc", "a/b", "a\\b", "-rf", "a b", "x" * 65, "é", "a..b", "%2e%2e", "a\x00b"])

@@ -291,13 +291,13 @@ def test_resumable_sampler_shards_and_skips(att_subset):
     assert list(other) != a
 
 
-def test_validator_uses_view1_only(att_subset):
+def test_validator_uses_view1_only(att_subset, tmp_path):
     from faceverify.backbones import build_backbone
     from faceverify.training.validate import LfwView1Validator
 
     with pytest.raises(ValueError, match="View 2"):
         LfwView1Validator(pairs_file="pairs.txt")
-    val = LfwView1Validator("112x96", n_pairs=20)
+    val = LfwView1Validator("112x96", n_pairs=20, cache_dir=tmp_path)
     assert val.n_pairs == 20 and val.same.sum() == 10 and val.inputs.shape[1:] == (3, 112, 96)
     assert val.skipped == 1  # the one DevTest pair with Betsy_Coffin_0001, absent from the shared LFW
     model = build_backbone("sphereface20", embedding_dim=16, widths=[4, 8, 8, 16])

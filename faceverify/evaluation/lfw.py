@@ -18,6 +18,7 @@ import numpy as np
 
 from ..embedder import FLIP_MODES, combine_flip  # noqa: F401  (re-exported for callers)
 from ..errors import ConfigError, DataNotFoundError
+from ..pca import Pca
 from . import metrics
 
 @dataclass
@@ -109,35 +110,6 @@ def cosine_scores(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class PcaProjection:
-    mean: np.ndarray
-    components: np.ndarray  # (k, D)
-    explained_variance_ratio: float
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return (x - self.mean) @ self.components.T
-
-
-def fit_pca(x: np.ndarray, n: float) -> PcaProjection:
-    """PCA of the rows of ``x``: ``n`` >= 1 keeps ``int(n)`` components, 0 < n < 1 keeps the fewest
-    components that explain at least that fraction of the variance (e.g. 0.995 as in
-    happynear/FaceVerification ``lfwPCA.m``). Components from the SVD of the centred data."""
-    mean = x.mean(0)
-    _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
-    var = s**2 / max(1, x.shape[0] - 1)
-    ratio = np.cumsum(var) / var.sum()
-    if n >= 1:
-        k = int(n)
-        if k > vt.shape[0]:
-            raise ConfigError(f"PCA dimension {k} exceeds the {vt.shape[0]} available components (feature dim / samples).")
-    elif 0 < n < 1:
-        k = int(np.searchsorted(ratio, n - 1e-12) + 1)
-    else:
-        raise ConfigError(f"PCA must be a dimension >= 1 or a kept-variance fraction in (0, 1), got {n}")
-    return PcaProjection(mean=mean, components=vt[:k], explained_variance_ratio=float(ratio[k - 1]))
-
-
-@dataclass
 class FoldResult:
     fold: int  # 1-based
     accuracy: float
@@ -210,7 +182,7 @@ def ten_fold(
         l, r = left - mu, right - mu
         pca_dim = None
         if pca:
-            proj = fit_pca(train_feats - mu, pca)  # fitted on the training folds only
+            proj = Pca.fit(train_feats - mu, pca)  # fitted on the training folds only
             l, r = proj(l), proj(r)
             pca_dim = int(proj.components.shape[0])
         if metric == "cosine":

@@ -41,7 +41,6 @@ from .common import (
     validate_identifier,
 )
 from .core import Gallery, open_storage
-from .fit_pca import fit_pca_main
 from .index import AUTO_NPROBE_FRACTION, DEFAULT_RERANK, IVF_CODECS, CollectionIndex, resolve_nprobe
 from .storage import is_postgres_url
 from .storage_sqlite import DB_NAME, INDEX_DIR
@@ -50,6 +49,6 @@ __all__ = [
     "AUTO_NPROBE_FRACTION", "DB_NAME", "DEFAULT_RERANK", "FACE_ID_RE", "IDENTIFIER_RE", "INDEX_DIR", "IVF_CODECS",
     "CollectionIndex", "CollectionInfo", "ConflictError", "DimensionMismatchError", "FaceRecord", "Gallery",
     "GalleryError", "Hit", "InvalidIdentifierError", "NotFoundError", "PCAProjection", "SubjectInfo", "SubjectMatch",
-    "fit_pca_main", "is_postgres_url", "l2_normalize", "open_storage", "resolve_nprobe", "validate_face_id",
+    "is_postgres_url", "l2_normalize", "open_storage", "resolve_nprobe", "validate_face_id",
     "validate_identifier",
 ]

@@ -3,7 +3,7 @@
 
 import sys
 
-from .fit_pca import fit_pca_main
+from ..fit_pca import fit_pca_main
 
 # gallery subcommand -> (main(argv), one-line help)
 COMMANDS = {"fit-pca": (fit_pca_main, "fit the optional PCA projection of the index (faceverify serve --pca)")}

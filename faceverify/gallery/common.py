@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, FaceverifyError
+from ..pca import Pca
 
 # Identifiers (collection and subject names): letters, digits, "_", "-", "."; must start with a
 # letter or digit (so never "." / ".." / "-flag"), at most 64 characters. They never reach the
@@ -68,35 +69,18 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class PCAProjection:
-    """``y = normalize((x - mean) @ components.T)`` for L2-normalised embeddings ``x``."""
-
-    mean: np.ndarray  # (D,)
-    components: np.ndarray  # (d, D)
-    explained_variance: float | None = None  # fraction of the training variance kept (from fit)
-
-    @property
-    def in_dim(self) -> int:
-        return int(self.components.shape[1])
-
-    @property
-    def out_dim(self) -> int:
-        return int(self.components.shape[0])
+class PCAProjection(Pca):
+    """``y = normalize((x - mean) @ components.T)`` for L2-normalised embeddings ``x`` (the shared
+    :class:`~faceverify.pca.Pca`, fitted on normalised embeddings and kept in float32)."""
 
     @classmethod
     def fit(cls, embeddings: np.ndarray, n_components: int) -> "PCAProjection":
         """Fit on (N, D) training embeddings (normalised first, as the gallery stores them)."""
-        x = l2_normalize(embeddings).astype(np.float64)
-        if not 1 <= n_components <= min(x.shape):
-            raise ValueError(f"n_components must be in [1, {min(x.shape)}], got {n_components}")
-        mean = x.mean(0)
-        # principal axes = right singular vectors of the centred data; variance along each = s^2 / N
-        _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
-        kept = float((s[:n_components] ** 2).sum() / max((s**2).sum(), 1e-12))
-        return cls(mean.astype(np.float32), vt[:n_components].astype(np.float32), kept)
+        pca = Pca.fit(l2_normalize(embeddings).astype(np.float64), n_components)
+        return cls(pca.mean.astype(np.float32), pca.components.astype(np.float32), pca.explained_variance)
 
     def transform(self, vectors: np.ndarray) -> np.ndarray:
-        return l2_normalize((l2_normalize(vectors) - self.mean) @ self.components.T)
+        return l2_normalize(self(l2_normalize(vectors)))
 
     def save(self, path: str | os.PathLike) -> None:
         path = Path(path)

@@ -27,8 +27,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from ..errors import ConfigError, ModelMismatchError, SchemaVersionError, StoreUnavailableError
-from .common import CollectionInfo, ConflictError, FaceRecord, NotFoundError, SubjectInfo
+from ..errors import ConfigError, SchemaVersionError, StoreUnavailableError
+from .common import ConflictError, FaceRecord, NotFoundError
 from .storage import (
     COLLECTION_CREATED,
     COLLECTION_DELETED,
@@ -37,7 +37,8 @@ from .storage import (
     Change,
     NewFace,
     Snapshot,
-    Storage,
+    SqlStorage,
+    check_model,
     info_json,
     vectors_from_bytes,
 )
@@ -123,9 +124,10 @@ class _PostgresSnapshot(Snapshot):
                 yield np.fromiter((r[0] for r in rows), np.int64, len(rows)), [bytes(r[1]) for r in rows]
 
 
-class PostgresStorage(Storage):
+class PostgresStorage(SqlStorage):
     kind = "postgresql"
     follows = True
+    placeholder = "%s"
 
     def __init__(self, url: str, *, pool_size: int = 8, wait_timeout: float = 2.0):
         if psycopg is None:
@@ -196,13 +198,7 @@ class PostgresStorage(Storage):
         conn.execute("INSERT INTO meta(key, value) VALUES ('schema', %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
                      (str(SCHEMA_VERSION),))
         stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        if "dim" in stored and int(stored["dim"]) != dim:
-            raise ConfigError(f"the gallery database {self.location} holds {stored['dim']}-d embeddings but the model "
-                              f"gives {dim}-d; use the model the gallery was built with, or another database.")
-        if stored.get("model_id") and model_id and stored["model_id"] != model_id:
-            raise ModelMismatchError(
-                f"the gallery database {self.location} was enrolled with model {stored['model_id']}, not {model_id}; "
-                "embeddings of different models are not comparable. Start this replica with that model, or use another database.")
+        check_model(stored, dim, model_id, f"the gallery database {self.location}", "another database")
         conn.execute("INSERT INTO meta(key, value) VALUES ('dim', %s) ON CONFLICT DO NOTHING", (str(dim),))
         if model_id:
             conn.execute("INSERT INTO meta(key, value) VALUES ('model_id', %s) ON CONFLICT DO NOTHING", (model_id,))
@@ -225,6 +221,9 @@ class PostgresStorage(Storage):
                 raise
             raise self._unavailable(exc) from exc
 
+    def _read(self) -> Iterator["psycopg.Connection"]:
+        return self._conn()
+
     def _write(self, body: Callable[["psycopg.Connection"], tuple[object, Change]]) -> tuple[object, Change]:
         """Run ``body`` in a transaction that ends by taking the next change number, logging the
         change and notifying the other replicas; deadlocks/serialisation failures are retried."""
@@ -245,13 +244,6 @@ class PostgresStorage(Storage):
                     raise
                 log.info("gallery: write transaction rolled back (deadlock/serialisation), retrying")
         raise AssertionError("unreachable")
-
-    @staticmethod
-    def _collection_id(conn, name: str, lock: str = "") -> int:
-        row = conn.execute(f"SELECT id FROM collections WHERE name = %s {lock}", (name,)).fetchone()
-        if row is None:
-            raise NotFoundError(f"collection {name!r} does not exist; create it first (POST /collections).", collection=name)
-        return int(row[0])
 
     # -- mutations --------------------------------------------------------------------------
 
@@ -376,52 +368,6 @@ class PostgresStorage(Storage):
             cur.execute("""SELECT f.id, f.uid, s.name, f.embedding FROM faces f JOIN subjects s ON s.id = f.subject_id
                            WHERE f.id = ANY(%s::bigint[])""", ([int(i) for i in face_ids],))
             return [(int(i), uid, name, bytes(e)) for i, uid, name, e in cur.fetchall()]
-
-    def list_collections(self) -> list[CollectionInfo]:
-        with self._conn() as conn:
-            rows = conn.execute(
-                """SELECT c.name, c.created_at,
-                          (SELECT COUNT(*) FROM subjects s WHERE s.collection_id = c.id),
-                          (SELECT COUNT(*) FROM faces f WHERE f.collection_id = c.id)
-                   FROM collections c ORDER BY c.name""").fetchall()
-        return [CollectionInfo(name, int(subjects), int(faces), created) for name, created, subjects, faces in rows]
-
-    def get_collection(self, name: str) -> CollectionInfo:
-        with self._conn() as conn:
-            row = conn.execute(
-                """SELECT c.created_at,
-                          (SELECT COUNT(*) FROM subjects s WHERE s.collection_id = c.id),
-                          (SELECT COUNT(*) FROM faces f WHERE f.collection_id = c.id)
-                   FROM collections c WHERE c.name = %s""", (name,)).fetchone()
-        if row is None:
-            raise NotFoundError(f"collection {name!r} does not exist; create it first (POST /collections).", collection=name)
-        return CollectionInfo(name, int(row[1]), int(row[2]), row[0])
-
-    def list_subjects(self, collection: str) -> list[SubjectInfo]:
-        with self._conn() as conn:
-            cid = self._collection_id(conn, collection)
-            rows = conn.execute(
-                """SELECT s.name, s.created_at, (SELECT COUNT(*) FROM faces f WHERE f.subject_id = s.id)
-                   FROM subjects s WHERE s.collection_id = %s ORDER BY s.name""", (cid,)).fetchall()
-        return [SubjectInfo(name, int(faces), created) for name, created, faces in rows]
-
-    def list_faces(self, collection: str, subject: str | None = None) -> list[FaceRecord]:
-        with self._conn() as conn:
-            cid = self._collection_id(conn, collection)
-            sql = """SELECT f.uid, s.name, f.created_at, f.info FROM faces f JOIN subjects s ON s.id = f.subject_id
-                     WHERE f.collection_id = %s"""
-            args: tuple = (cid,)
-            if subject is not None:
-                if conn.execute("SELECT 1 FROM subjects WHERE collection_id = %s AND name = %s", (cid, subject)).fetchone() is None:
-                    raise NotFoundError(f"subject {subject!r} does not exist in collection {collection!r}.", subject=subject)
-                sql += " AND s.name = %s"
-                args = (cid, subject)
-            rows = conn.execute(sql + " ORDER BY f.id", args).fetchall()
-        return [FaceRecord(uid, collection, name, created, json.loads(info)) for uid, name, created, info in rows]
-
-    def face_count(self) -> int:
-        with self._conn() as conn:
-            return int(conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0])
 
     def integrity_check(self) -> str:
         # the constraints hold by construction; check the change counter matches the log's head

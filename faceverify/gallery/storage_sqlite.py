@@ -14,8 +14,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, ModelMismatchError, SchemaVersionError
-from .common import CollectionInfo, ConflictError, FaceRecord, GalleryError, NotFoundError, SubjectInfo
+from ..errors import ConfigError, SchemaVersionError
+from .common import ConflictError, FaceRecord, GalleryError, NotFoundError
 from .storage import (
     COLLECTION_CREATED,
     COLLECTION_DELETED,
@@ -24,7 +24,8 @@ from .storage import (
     Change,
     NewFace,
     Snapshot,
-    Storage,
+    SqlStorage,
+    check_model,
     info_json,
 )
 
@@ -68,7 +69,7 @@ class _SQLiteSnapshot(Snapshot):
             yield np.fromiter((r[0] for r in rows), np.int64, len(rows)), [r[1] for r in rows]
 
 
-class SQLiteStorage(Storage):
+class SQLiteStorage(SqlStorage):
     kind = "sqlite"
 
     def __init__(self, root: str | Path):
@@ -98,20 +99,11 @@ class SQLiteStorage(Storage):
         self._db = db
         with self._tx() as db:
             stored = {k: v for k, v in db.execute("SELECT key, value FROM meta")}
-            if int(stored.get("schema", SCHEMA_VERSION)) != SCHEMA_VERSION:
+            if str(stored.get("schema", SCHEMA_VERSION)) != str(SCHEMA_VERSION):
                 raise SchemaVersionError(
                     f"the gallery {self.root} has schema version {stored['schema']}, this faceverify reads version "
                     f"{SCHEMA_VERSION}; use the faceverify version that wrote it.")
-            if "dim" in stored and int(stored["dim"]) != dim:
-                raise ConfigError(
-                    f"the gallery {self.root} holds {stored['dim']}-d embeddings but the model gives {dim}-d; "
-                    "use the model the gallery was built with, or a new --gallery directory."
-                )
-            if stored.get("model_id") and model_id and stored["model_id"] != model_id:
-                raise ModelMismatchError(
-                    f"the gallery {self.root} was enrolled with model {stored['model_id']}, not {model_id}; "
-                    "embeddings of different models are not comparable. Use that model or a new --gallery directory."
-                )
+            check_model(stored, dim, model_id, f"the gallery {self.root}", "a new --gallery directory")
             for key, value in (("schema", str(SCHEMA_VERSION)), ("dim", str(dim)), ("seq", "0")):
                 db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", (key, value))
             if model_id:
@@ -147,13 +139,6 @@ class SQLiteStorage(Storage):
     def _bump(db: sqlite3.Connection) -> int:
         db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'seq'")
         return int(db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])
-
-    @staticmethod
-    def _collection_id(db: sqlite3.Connection, name: str) -> int:
-        row = db.execute("SELECT id FROM collections WHERE name=?", (name,)).fetchone()
-        if row is None:
-            raise NotFoundError(f"collection {name!r} does not exist; create it first (POST /collections).", collection=name)
-        return int(row[0])
 
     def seq(self) -> int:
         with self._read() as db:
@@ -240,52 +225,6 @@ class SQLiteStorage(Storage):
                     WHERE f.id IN ({marks})""",
                 list(face_ids),
             ).fetchall()
-
-    def list_collections(self) -> list[CollectionInfo]:
-        with self._read() as db:
-            rows = db.execute(
-                """SELECT c.name, c.created_at,
-                          (SELECT COUNT(*) FROM subjects s WHERE s.collection_id = c.id),
-                          (SELECT COUNT(*) FROM faces f WHERE f.collection_id = c.id)
-                   FROM collections c ORDER BY c.name"""
-            ).fetchall()
-        return [CollectionInfo(name, subjects, faces, created) for name, created, subjects, faces in rows]
-
-    def get_collection(self, name: str) -> CollectionInfo:
-        with self._read() as db:
-            cid = self._collection_id(db, name)
-            created = db.execute("SELECT created_at FROM collections WHERE id=?", (cid,)).fetchone()[0]
-            subjects = db.execute("SELECT COUNT(*) FROM subjects WHERE collection_id=?", (cid,)).fetchone()[0]
-            faces = db.execute("SELECT COUNT(*) FROM faces WHERE collection_id=?", (cid,)).fetchone()[0]
-        return CollectionInfo(name, subjects, faces, created)
-
-    def list_subjects(self, collection: str) -> list[SubjectInfo]:
-        with self._read() as db:
-            cid = self._collection_id(db, collection)
-            rows = db.execute(
-                """SELECT s.name, s.created_at, (SELECT COUNT(*) FROM faces f WHERE f.subject_id = s.id)
-                   FROM subjects s WHERE s.collection_id=? ORDER BY s.name""",
-                (cid,),
-            ).fetchall()
-        return [SubjectInfo(name, faces, created) for name, created, faces in rows]
-
-    def list_faces(self, collection: str, subject: str | None = None) -> list[FaceRecord]:
-        with self._read() as db:
-            cid = self._collection_id(db, collection)
-            sql = """SELECT f.uid, s.name, f.created_at, f.info FROM faces f JOIN subjects s ON s.id = f.subject_id
-                     WHERE f.collection_id=?"""
-            args: tuple = (cid,)
-            if subject is not None:
-                if db.execute("SELECT 1 FROM subjects WHERE collection_id=? AND name=?", (cid, subject)).fetchone() is None:
-                    raise NotFoundError(f"subject {subject!r} does not exist in collection {collection!r}.", subject=subject)
-                sql += " AND s.name=?"
-                args = (cid, subject)
-            rows = db.execute(sql + " ORDER BY f.id", args).fetchall()
-        return [FaceRecord(uid, collection, name, created, json.loads(info)) for uid, name, created, info in rows]
-
-    def face_count(self) -> int:
-        with self._read() as db:
-            return int(db.execute("SELECT COUNT(*) FROM faces").fetchone()[0])
 
     def integrity_check(self) -> str:
         with self._read() as db:

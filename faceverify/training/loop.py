@@ -251,7 +251,7 @@ def train(cfg: dict, out: str | os.PathLike, resume: bool = False,
     if info.is_main and int(vcfg["every"]) > 0:
         from .validate import LfwView1Validator
 
-        validator = LfwView1Validator(dcfg["template"], int(vcfg["pairs"]))
+        validator = LfwView1Validator(dcfg["template"], int(vcfg["pairs"]), cache_dir=dcfg["cache_dir"])
 
     epoch, position = divmod(step, steps_per_epoch)
     sampler.set_position(epoch, position * batch)

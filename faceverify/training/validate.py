@@ -1,7 +1,8 @@
 """Quick periodic validation during training on LFW **View 1** ``pairsDevTest.txt`` (never on View 2,
-the test set). Crops come from the shared ``FaceAligner`` with SphereFace's precomputed landmarks
-(``lfw_landmark.txt``, 250x250 coordinates scaled by 0.6 for the shared 150x150 images), so no
-detector runs; the crops are made once and kept in memory.
+the test set). Crops come from the shared ``FaceAligner`` with MTCNN, exactly as evaluation makes
+them (faces not found: the ``center_crop`` fallback, so no pair is dropped); MTCNN's detections are
+cached per image in the same detection cache as ``faceverify eval``, so only the first run detects.
+The crops are made once and kept in memory.
 
 The reported accuracy uses the best threshold on these same pairs (``optimistic_accuracy``): a
 model-selection signal, not a test result. The LFW protocol is ``faceverify eval lfw``.
@@ -9,18 +10,24 @@ model-selection signal, not a test result. The LFW protocol is ``faceverify eval
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..detect import CachedDetector
 from ..errors import DataNotFoundError
 from ..evaluation import metrics
 from ..evaluation.lfw import cosine_scores, read_pairs
 from ..image import load_image
-from ..landmarks import LFW_250_TO_150, read_landmark_file
 from ..paths import lfw_root
 from ..pipeline import FaceAligner
 from ..transforms import crops_to_tensor
+from .datasets import cache_root
+
+DETECT_BATCH = 64  # images per MTCNN pass (LFW's are all one size, so a chunk is one pyramid)
 
 
 def subset_indices(same: np.ndarray, n_pairs: int) -> np.ndarray:
@@ -36,16 +43,19 @@ def subset_indices(same: np.ndarray, n_pairs: int) -> np.ndarray:
 
 
 class LfwView1Validator:
+    """``cache_dir``: the cache root (``data.cache_dir``; default ``$FACEVERIFY_CACHE`` or
+    ``~/.cache/faceverify``); detections are kept in its ``features/detections``, where
+    ``faceverify eval`` keeps its own by default."""
+
     def __init__(self, template: str = "112x96", n_pairs: int = 400, pairs_file: str = "pairsDevTest.txt",
-                 landmark_scale: float = LFW_250_TO_150, progress: bool = False):
+                 cache_dir: str | os.PathLike | None = None, progress: bool = False):
         if "pairs.txt" == pairs_file:
             raise ValueError("pairs.txt is LFW View 2, the test set: validate on View 1 (pairsDevTest.txt).")
         root = lfw_root()
         pairs = read_pairs(root / pairs_file)
-        landmarks = read_landmark_file(root / "lfw_landmark.txt", scale=landmark_scale)
 
         def usable(name: str) -> bool:
-            return name in landmarks and (root / "images" / name).is_file()
+            return (root / "images" / name).is_file()
 
         # the shared LFW lacks Betsy_Coffin_0001 (used by one DevTest pair): such pairs are skipped
         ok = np.array([usable(a) and usable(b) for a, b in zip(pairs.left, pairs.right)])
@@ -58,10 +68,14 @@ class LfwView1Validator:
         right = [pairs.right[i] for i in keep]
         self.same = pairs.same[keep]
         names = list(dict.fromkeys(left + right))
-        aligner = FaceAligner(template=template)
+        detections = CachedDetector(Path(cache_root(cache_dir)) / "features" / "detections")
+        aligner = FaceAligner(detections, template=template, fallback="center_crop")
         crops = []
-        for name in tqdm(names, desc="val crops", disable=not progress, leave=False):
-            crops.append(aligner.align(load_image(root / "images" / name), landmarks[name]).crop)
+        for start in tqdm(range(0, len(names), DETECT_BATCH), desc="val crops", disable=not progress, leave=False):
+            images = [load_image(root / "images" / name) for name in names[start : start + DETECT_BATCH]]
+            crops += [face.crop for face in aligner.align_batch(images)]
+        detections.save()
+        self.names = names  # image paths under lfw/images, row i of ``inputs``
         position = {n: i for i, n in enumerate(names)}
         self.left = np.array([position[n] for n in left])
         self.right = np.array([position[n] for n in right])

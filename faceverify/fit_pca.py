@@ -1,4 +1,6 @@
-"""``faceverify gallery fit-pca``: fit the optional PCA projection of the index."""
+"""``faceverify gallery fit-pca``: fit the optional PCA projection of the gallery's index
+on embeddings of the served model. A command, not part of the gallery: the gallery never imports
+the Verifier."""
 
 from __future__ import annotations
 
@@ -7,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, FaceverifyError
-from .common import PCAProjection
+from .errors import ConfigError, FaceverifyError
+from .gallery import PCAProjection
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".webp", ".bmp"}
 
@@ -20,8 +22,8 @@ def fit_pca_main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from ..image import load_image
-    from ..verify import Verifier
+    from .image import load_image
+    from .verify import Verifier
 
     p = argparse.ArgumentParser(prog="faceverify gallery fit-pca", description=fit_pca_main.__doc__)
     p.add_argument("images", help="a folder of photos, searched recursively (e.g. a training set)")
