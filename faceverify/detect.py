@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import MultipleFacesError, NoFaceError
+from .errors import InvalidInputError, MultipleFacesError, NoFaceError
 
 SELECTION_POLICIES = ("largest_central", "largest", "central", "highest_score", "reject")
 
@@ -111,7 +111,7 @@ def select_face(faces: list[Face], image_shape: tuple[int, ...], policy: str = "
             "use a photo with a visible frontal face of at least ~20 px."
         )
     if policy not in SELECTION_POLICIES:
-        raise ValueError(f"unknown face selection policy {policy!r}; choose one of {SELECTION_POLICIES}")
+        raise InvalidInputError(f"unknown face selection policy {policy!r}; choose one of {SELECTION_POLICIES}")
     if len(faces) == 1:
         return faces[0]
     if policy == "reject":

@@ -9,7 +9,7 @@ import numpy as np
 
 from .align import TEMPLATES, align_face
 from .detect import Face, FaceDetector, select_face
-from .errors import NoFaceError
+from .errors import InvalidInputError, NoFaceError
 
 # Median landmark positions of SphereFace's lfw_landmark.txt, as fractions of the image width
 # and height (computed over its 13,233 entries). Used only by the "center_crop" fallback, for
@@ -54,9 +54,9 @@ class FaceAligner:
         fallback: str = "error",
     ):
         if template not in TEMPLATES:
-            raise ValueError(f"unknown template {template!r}; choose one of {sorted(TEMPLATES)}")
+            raise InvalidInputError(f"unknown template {template!r}; choose one of {sorted(TEMPLATES)}")
         if fallback not in FALLBACKS:
-            raise ValueError(f"unknown fallback {fallback!r}; choose one of {FALLBACKS}")
+            raise InvalidInputError(f"unknown fallback {fallback!r}; choose one of {FALLBACKS}")
         self._detector = detector
         self.template = template
         self.pad = pad

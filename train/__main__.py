@@ -31,7 +31,7 @@ from tqdm import tqdm
 from faceverify.backbones import build_backbone
 from faceverify.checkpoint import inference_state, load_checkpoint, save_checkpoint
 from faceverify.distill import DistillFaces, DistillLoss, StudentCrops, TeacherTargets, centred_targets, select_faces, unit_targets
-from faceverify.errors import ConfigError, FaceverifyError
+from faceverify.errors import ConfigError, FaceverifyError, exit_status
 from faceverify.losses import MarginLoss, build_head
 from faceverify.training import dist as fdist
 from faceverify.training.config import load_config, recipe_hash, template_size
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     except FaceverifyError as exc:
         print(f"faceverify train: error: {exc.message}", file=sys.stderr)
-        return 2
+        return exit_status(exc)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..errors import DataNotFoundError
+from ..errors import DataNotFoundError, InvalidInputError
 from ..evaluation import metrics
 from ..evaluation.lfw import cosine_scores, read_pairs
 from ..image import load_image
@@ -39,7 +39,7 @@ class LfwView1Validator:
     def __init__(self, template: str = "112x96", n_pairs: int = 400, pairs_file: str = "pairsDevTest.txt",
                  landmark_scale: float = LFW_250_TO_150, progress: bool = False):
         if "pairs.txt" == pairs_file:
-            raise ValueError("pairs.txt is LFW View 2, the test set: validate on View 1 (pairsDevTest.txt).")
+            raise InvalidInputError("pairs.txt is LFW View 2, the test set: validate on View 1 (pairsDevTest.txt).")
         root = lfw_root()
         pairs = read_pairs(root / pairs_file)
         landmarks = read_landmark_file(root / "lfw_landmark.txt", scale=landmark_scale)
