@@ -37,8 +37,9 @@ if str(REPO) not in sys.path:  # runnable as a script too
 from bench.common import bench_model  # noqa: E402
 from bench.gallery_search import synthetic_faces  # noqa: E402
 from faceverify.gallery import Gallery  # noqa: E402
+from faceverify.models import resolve_model  # noqa: E402
 from faceverify.paths import lfw_root  # noqa: E402
-from faceverify.verify import Calibration, model_fingerprint, resolve_model  # noqa: E402
+from faceverify.verify import Calibration, model_fingerprint  # noqa: E402
 
 PAIRS = [  # (image1, image2) LFW photos, cycled by the clients
     ("George_W_Bush/George_W_Bush_0001.jpg", "George_W_Bush/George_W_Bush_0002.jpg"),
@@ -238,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             model, info = bench_model(tmp)
             results["model"] = str(model) if info["trained"] else info["note"]
         else:
-            model = resolve_model(args.model)
+            model = resolve_model(args.model).path
             results["model"] = str(model)
 
         srv = Server(model, tmp / "verify-gallery", *server_args)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .errors import InvalidInputError
+
 # SphereFace 112x96 template (wy1iu/sphereface preprocess/code/face_align_demo.m), order:
 # left eye, right eye, nose, left mouth corner, right mouth corner.
 SPHEREFACE_112x96 = np.array(
@@ -50,7 +52,7 @@ def template_points(template: str, pad: int = 0) -> tuple[np.ndarray, tuple[int,
     try:
         points, (height, width) = TEMPLATES[template]
     except KeyError:
-        raise ValueError(f"unknown template {template!r}; choose one of {sorted(TEMPLATES)}") from None
+        raise InvalidInputError(f"unknown template {template!r}; choose one of {sorted(TEMPLATES)}") from None
     return points + np.float32(pad), (height + 2 * pad, width + 2 * pad)
 
 
@@ -81,12 +83,12 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, template: str = "112x96
     """
     landmarks = np.asarray(landmarks, dtype=np.float32).reshape(5, 2)
     if not np.isfinite(landmarks).all():
-        raise ValueError("landmarks contain NaN or infinity")
+        raise InvalidInputError("landmarks contain NaN or infinity")
     if template in DOWNSCALED:
         full, factor = DOWNSCALED[template]
         full_pad = pad * factor
         if abs(full_pad - round(full_pad)) > 1e-6:
-            raise ValueError(f"{template} pad {pad} is {full_pad:g} px at {full}; choose a pad that is whole there")
+            raise InvalidInputError(f"{template} pad {pad} is {full_pad:g} px at {full}; choose a pad that is whole there")
         return downscale_crop(align_face(image, landmarks, full, round(full_pad)), factor)
     points, (height, width) = template_points(template, pad)
     matrix = similarity_transform(landmarks, points)
@@ -99,5 +101,5 @@ def downscale_crop(crop: np.ndarray, factor: float) -> np.ndarray:
     height, width = crop.shape[:2]
     out_h, out_w = height / factor, width / factor
     if abs(out_h - round(out_h)) > 1e-6 or abs(out_w - round(out_w)) > 1e-6:
-        raise ValueError(f"a {height}x{width} crop cannot be downscaled by {factor:g}")
+        raise InvalidInputError(f"a {height}x{width} crop cannot be downscaled by {factor:g}")
     return cv2.resize(crop, (round(out_w), round(out_h)), interpolation=cv2.INTER_AREA)

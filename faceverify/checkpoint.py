@@ -26,9 +26,9 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
+from .models import CHECKPOINT_FILE, resolve_model
 
 FORMAT = "faceverify-checkpoint/1"
-MODEL_FILENAME = "model.pt"
 
 
 @dataclass
@@ -82,17 +82,14 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     return path
 
 
-def resolve_model_path(path: str | os.PathLike) -> Path:
-    """A ``.pt`` file as is; a directory -> its ``model.pt``."""
-    path = Path(path)
-    if path.is_dir():
-        inner = path / MODEL_FILENAME
-        if not inner.is_file():
-            raise CheckpointError(f"{path} is a directory without {MODEL_FILENAME}; give a checkpoint file or a model directory.")
-        return inner
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist; check the path (a .pt file or a directory holding {MODEL_FILENAME}).")
-    return path
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    """The checkpoint a model spec names (a ``.pt`` file, or a directory's ``model.pt``), through
+    the one resolver (``faceverify.models``)."""
+    model = resolve_model(path)
+    if model.kind != "torch":
+        raise CheckpointError(f"{model} is {'dlib' if model.kind == 'dlib' else 'an ONNX model'}, not a faceverify "
+                              f"checkpoint; give a checkpoint (.pt) or a directory holding {CHECKPOINT_FILE}.")
+    return model.weights
 
 
 def _check_zip(path: Path) -> None:
@@ -120,7 +117,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     Nothing is half-loaded: the file is verified whole (zip CRCs) before it is unpickled, and the
     result must be a dict in the ``faceverify-checkpoint/1`` format.
     """
-    path = resolve_model_path(path)
+    path = checkpoint_file(path)
     _check_zip(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
@@ -150,7 +147,7 @@ def load_backbone(path_or_dir: str | os.PathLike, map_location: str | torch.devi
     """The backbone of a checkpoint (``.pt`` or a directory with ``model.pt``) in eval mode, and its info."""
     from .backbones import build_backbone
 
-    path = resolve_model_path(path_or_dir)
+    path = checkpoint_file(path_or_dir)
     state = load_checkpoint(path, map_location)
     spec = state["backbone"]
     kwargs = dict(spec.get("kwargs") or {})

@@ -179,13 +179,13 @@ class TeacherTargets:
     def identity(self) -> tuple[str, dict]:
         """(teacher name, settings) that key the cache: loads the teacher once per object."""
         from .embedder import load_embedder
+        from .models import resolve_model
 
         teacher = load_embedder(self.spec, **self.kwargs)
         config = {k: v for k, v in (getattr(teacher, "config", None) or {}).items() if isinstance(v, (str, int, float, bool))}
-        if self.spec != "dlib":  # a model file or folder: its weights, so retrained weights never reuse targets
-            from .verify import weights_sha256
-
-            config["sha256"] = weights_sha256(Path(self.spec))
+        model = resolve_model(self.spec)
+        if model.kind != "dlib":  # a model file or folder: its weights, so retrained weights never reuse targets
+            config["sha256"] = model.sha256()
         return teacher.name, {"spec": self.spec, **config}
 
     @property

@@ -109,7 +109,9 @@ class DlibEmbedder:
         self.fallback = fallback
         self.batch_size = batch_size
         self.name = f"dlib:{detector}:{points}pt:up{upsample}:jit{num_jitters}"
+        self.feature_dim = 128
         self.dim = 256 if flip == "concat" else 128
+        self.aligner = None  # dlib finds its faces and cuts its chips itself (or from given points)
         self.config = {"embedder": "dlib", "dlib": dlib.__version__, "detector": detector, "points": points,
                        "upsample": upsample, "num_jitters": num_jitters, "policy": policy, "fallback": fallback}
         self._hog = dlib.get_frontal_face_detector()

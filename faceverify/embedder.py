@@ -1,6 +1,7 @@
-"""The Embedder protocol: images in, float vectors out, batched. Evaluation and the service talk
-only to this interface; implementations: a faceverify checkpoint (PyTorch), an ONNX file, and the
-optional dlib descriptor (``faceverify.dlib_embedder``, the ``[dlib]`` extra)."""
+"""The Embedder protocol: images in, float vectors out, batched. Evaluation, distillation and the
+service talk only to this interface; implementations: a faceverify checkpoint (PyTorch), an ONNX
+file, and the optional dlib descriptor (``faceverify.dlib_embedder``, the ``[dlib]`` extra).
+``load_embedder(spec)`` loads any of them from a spec (``faceverify.models``, the one resolver)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from .align import align_face
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, InvalidInputError
+from .models import ModelRef, resolve_model
 from .paths import display_path
 from .pipeline import AlignedFace, FaceAligner
 
@@ -20,15 +22,15 @@ FLIP_MODES = ("none", "sum", "concat")
 
 def combine_flip(plain: np.ndarray, flipped: np.ndarray | None, mode: str) -> np.ndarray:
     """Flip test-time augmentation: none, sum (insightface/opensphere) or concat (SphereFace)."""
+    if mode not in FLIP_MODES:
+        raise InvalidInputError(f"unknown flip mode {mode!r}; choose one of {FLIP_MODES}")
     if mode == "none":
         return plain
     if flipped is None:
-        raise ValueError(f"flip mode {mode!r} needs the flipped features")
+        raise InvalidInputError(f"flip mode {mode!r} needs the flipped features (embed with a flip mode other than 'none')")
     if mode == "sum":
         return plain + flipped
-    if mode == "concat":
-        return np.concatenate([plain, flipped], axis=1)
-    raise ValueError(f"unknown flip mode {mode!r}; choose one of {FLIP_MODES}")
+    return np.concatenate([plain, flipped], axis=1)
 
 
 @dataclass
@@ -46,15 +48,27 @@ class EmbedBatch:
 
 @runtime_checkable
 class Embedder(Protocol):
-    name: str
-    dim: int  # length of EmbedBatch.vectors rows
+    """What callers (Verifier, evaluation, distillation) use of an embedder, and nothing more."""
+
+    name: str  # what it is, for reports and cache keys (e.g. "faceverify:models/default", "dlib:hog:68pt:up1:jit0")
+    feature_dim: int  # length of one crop's features (embed_crops rows)
+    dim: int  # length of EmbedBatch.vectors rows: feature_dim, or twice it for flip "concat"
     flip: str  # "none" | "sum" | "concat"
+    # the shared detect -> select -> align path, for embedders that use it (the Verifier takes its
+    # detector, evaluation its template and policy); None for dlib, which cuts its own chips
+    aligner: FaceAligner | None
 
-    def embed(self, images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray | None] | None = None) -> EmbedBatch: ...
+    def embed(self, images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray | None] | None = None) -> EmbedBatch:
+        """Images (HxWx3 uint8 RGB) -> features; ``landmarks`` (five points each) skip detection."""
+        ...
 
-    def crop_from_landmarks(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray: ...
+    def crop_from_landmarks(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """The embedder's own aligned crop for five given points (e.g. a teacher view)."""
+        ...
 
-    def embed_crops(self, crops) -> np.ndarray: ...
+    def embed_crops(self, crops) -> np.ndarray:
+        """Aligned crops -> (N, feature_dim) float32 features (no flip)."""
+        ...
 
 
 class _CropEmbedder:
@@ -148,16 +162,20 @@ class OnnxEmbedder(_CropEmbedder):
         return self.session.run(None, {self._input: crops_to_tensor(crops).numpy()})[0]
 
 
-def load_embedder(spec: str | Path, **kwargs) -> Embedder:
-    """``"dlib"`` (optional peer), an ``.onnx`` file, or a faceverify checkpoint / model directory."""
-    spec_str = str(spec)
-    if spec_str == "dlib":
+def load_embedder(spec: str | Path | ModelRef | None = None, **kwargs) -> Embedder:
+    """An embedder for any model spec (``faceverify.models``): a checkpoint (``.pt``), an
+    ``.onnx`` file, a model directory, ``"dlib"``, or None for the shipped ``models/default``.
+
+    ``kwargs`` go to the embedder (``flip``, ``batch_size``, ``fallback``, ``policy``, ``aligner``;
+    dlib's ``detector``, ``points``, ...); ``device`` applies to checkpoints only (ONNX runs on
+    onnxruntime's providers, dlib on its own).
+    """
+    model = resolve_model(spec)
+    if model.kind == "dlib":
         from .dlib_embedder import DlibEmbedder  # raises a ConfigError naming the install when dlib is absent
 
         return DlibEmbedder(**kwargs)
-    path = Path(spec)
-    if not path.exists():
-        raise CheckpointError(f"model {path} does not exist; give a checkpoint (.pt), a model directory, an .onnx file or 'dlib'.")
-    if path.suffix == ".onnx":
-        return OnnxEmbedder(path, **kwargs)
-    return TorchEmbedder(path, **kwargs)
+    if model.kind == "onnx":
+        kwargs.pop("device", None)
+        return OnnxEmbedder(model.weights, **kwargs)
+    return TorchEmbedder(model.path, **kwargs)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .checkpoint import ModelInfo, load_backbone
-from .errors import ConfigError, FaceverifyError
+from .errors import ConfigError, FaceverifyError, exit_status
 
 
 def _example(input_size: tuple[int, int], batch: int = 2) -> torch.Tensor:
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"unknown export format for {out}; use .onnx or .ts")
     except FaceverifyError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
-        return 1
+        return exit_status(exc)
     print(f"wrote {out} ({info.name}, input {info.input_size[0]}x{info.input_size[1]}, embedding {info.embedding_dim})")
     return 0
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, FaceverifyError
+from .errors import ConfigError, FaceverifyError, exit_status
 from .gallery import PCAProjection
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".webp", ".bmp"}
@@ -60,7 +60,7 @@ def fit_pca_main(argv: list[str] | None = None) -> int:
         pca.save(args.out)
     except FaceverifyError as exc:
         print(f"fit-pca: {exc.message}", file=sys.stderr)
-        return 2
+        return exit_status(exc)
     finally:
         torch.set_num_threads(previous_threads)
     print(json.dumps({"out": args.out, "faces": len(vectors), "skipped": skipped, "in_dim": pca.in_dim,

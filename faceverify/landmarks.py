@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataNotFoundError
+from .errors import ConfigError, DataNotFoundError
 
 # SphereFace's LFW landmarks are in the 250x250 coordinates of the original LFW images; the
 # shared LFW images are the official 150x150 copies, so their landmarks scale by 150/250.
@@ -27,15 +27,18 @@ def read_landmark_file(path: str | Path, scale: float = 1.0) -> dict[str, np.nda
             if not fields:
                 continue
             if len(fields) != 11:
-                raise ValueError(f"{path}:{lineno}: expected a path and 10 numbers, got {len(fields)} fields")
-            out[fields[0]] = np.array(fields[1:], dtype=np.float32).reshape(5, 2) * np.float32(scale)
+                raise ConfigError(f"{path}:{lineno}: expected a path and 10 numbers, got {len(fields)} fields")
+            try:
+                points = np.array(fields[1:], dtype=np.float32).reshape(5, 2)
+            except ValueError:
+                raise ConfigError(f"{path}:{lineno}: expected a path and 10 numbers, got {' '.join(fields[1:])[:80]!r}") from None
+            out[fields[0]] = points * np.float32(scale)
     return out
 
 
 def check_landmark_scale(table: dict[str, np.ndarray], image_root: str | Path, detector, scale: float, samples: int = 6) -> None:
     """Compare a scaled landmark table with MTCNN on a few of its images; raise ConfigError when the
     two disagree in size (the sign of a wrong ``scale``), naming the scale that would fit."""
-    from .errors import ConfigError
     from .image import load_image
 
     ratios = []
@@ -60,12 +63,12 @@ def check_landmark_scale(table: dict[str, np.ndarray], image_root: str | Path, d
 
 
 def check_landmarks_fit(landmarks: np.ndarray, image_shape: tuple[int, ...], name: str, scale: float) -> None:
-    """Raise if scaled landmarks fall far outside the image (a cheap check, no detector needed;
+    """Raise ConfigError if scaled landmarks fall far outside the image (a cheap check, no detector needed;
     ``check_landmark_scale`` is the thorough one)."""
     height, width = image_shape[:2]
     lm = np.asarray(landmarks)
     if (lm < -0.5 * width).any() or (lm[:, 0] > 1.5 * width).any() or (lm[:, 1] > 1.5 * height).any():
-        raise ValueError(
+        raise ConfigError(
             f"{name}: landmarks {lm.round(1).tolist()} fall far outside the {width}x{height} image; "
             f"the landmark scale {scale} is probably wrong (SphereFace's lfw_landmark.txt on the shared "
             f"150x150 LFW needs --landmark-scale {LFW_250_TO_150})."

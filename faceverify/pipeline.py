@@ -11,7 +11,7 @@ import numpy as np
 
 from .align import TEMPLATES, align_face
 from .detect import Face, FaceDetector, check_policy, select_face
-from .errors import FaceverifyError, NoFaceError
+from .errors import FaceverifyError, InvalidInputError, NoFaceError
 
 # Median landmark positions of SphereFace's lfw_landmark.txt, as fractions of the image width
 # and height (computed over its 13,233 entries). Used only by the "center_crop" fallback, for
@@ -63,9 +63,9 @@ class FaceAligner:
         max_side: int = DETECT_MAX_SIDE,
     ):
         if template not in TEMPLATES:
-            raise ValueError(f"unknown template {template!r}; choose one of {sorted(TEMPLATES)}")
+            raise InvalidInputError(f"unknown template {template!r}; choose one of {sorted(TEMPLATES)}")
         if fallback not in FALLBACKS:
-            raise ValueError(f"unknown fallback {fallback!r}; choose one of {FALLBACKS}")
+            raise InvalidInputError(f"unknown fallback {fallback!r}; choose one of {FALLBACKS}")
         check_policy(policy)
         self._detector = detector
         self.template = template

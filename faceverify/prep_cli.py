@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from faceverify.errors import FaceverifyError
+from faceverify.errors import FaceverifyError, exit_status
 from faceverify.detect import FaceDetector
 from faceverify.landmarks import check_landmark_scale, read_landmark_file
 from faceverify.prep import CASIA_LFW_OVERLAP, prepare_dataset, read_exclusion_file
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except FaceverifyError as exc:
         print(f"faceverify prep: {exc.message}", file=sys.stderr)
-        return 2
+        return exit_status(exc)
     print(json.dumps({k: v for k, v in summary.items() if k != "identities_excluded"}, indent=1))
     return 0
 

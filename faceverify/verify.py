@@ -6,14 +6,13 @@ model's calibrated threshold. One ``Verifier`` serves the REST service and the C
 prints one JSON object (``similarity``, ``threshold``, ``same_person``, where the threshold came
 from, the faces used and timings). Exit status 0 when the comparison was made (whatever the
 verdict), 1 when an image was refused (the JSON then holds ``error`` with a stable ``code``), 2 for
-usage errors (bad options, missing or broken model).
+usage errors (bad options, missing or broken model): ``faceverify.errors``, ``EXIT_*``.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
 import io
 import json
 import logging
@@ -27,14 +26,14 @@ import numpy as np
 
 from .detect import SELECTION_POLICIES
 from .embedder import Embedder, load_embedder
-from .errors import CheckpointError, ConfigError, FaceverifyError
+from .errors import EXIT_OK, EXIT_USAGE, ConfigError, FaceverifyError, InvalidInputError, UnknownOperatingPointError, exit_status
 from .image import DEFAULT_MAX_PIXELS, load_image
-from .paths import DEFAULT_MODEL_DIR, DLIB_MODEL_DIR
+from .models import CALIBRATION_FILE, ModelRef, resolve_model
+from .paths import DEFAULT_MODEL_DIR
 from .pipeline import AlignedFace, FaceAligner
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_FILE = "calibration.json"
 OPERATING_POINTS = ("far_1e-2", "far_1e-3", "far_1e-4", "best_accuracy")
 DEFAULT_OPERATING_POINT = "far_1e-3"
 # Used only when a model has no calibration.json: a cosine threshold with no statistical meaning,
@@ -51,54 +50,9 @@ def default_model_path() -> Path:
     return DEFAULT_MODEL_DIR
 
 
-def resolve_model(model: str | Path | None) -> Path:
-    """The model to load: ``model`` if given, else the shipped ``models/default``; ``"dlib"`` is
-    ``models/dlib`` (its calibration and card; the weights come with the ``[dlib]`` extra)."""
-    if model is not None and str(model) == "dlib":
-        return DLIB_MODEL_DIR
-    if model is None:
-        path = default_model_path()
-        if not path.exists():
-            raise ConfigError(
-                f"no --model given and the default model {path} does not exist yet; pass --model PATH "
-                "(a checkpoint .pt, a model directory with model.pt, or an .onnx file)."
-            )
-        return path
-    path = Path(model)
-    if not path.exists():
-        raise CheckpointError(f"model {path} does not exist; pass a checkpoint (.pt), a model directory or an .onnx file.")
-    return path
-
-
-def is_dlib(model: Path) -> bool:
-    return Path(model).resolve() == DLIB_MODEL_DIR.resolve()
-
-
-def model_file(model: Path) -> Path:
-    """The weights file of a model path (a directory holds ``model.pt``)."""
-    if is_dlib(model):
-        from .dlib_embedder import weights_path
-
-        return Path(weights_path())
-    if model.is_dir():
-        for name in ("model.pt", "model.onnx"):
-            if (model / name).is_file():
-                return model / name
-        raise CheckpointError(f"model directory {model} holds no model.pt (or model.onnx).")
-    return model
-
-
-def weights_sha256(model: Path) -> str:
-    h = hashlib.sha256()
-    with model_file(model).open("rb") as fp:
-        for chunk in iter(lambda: fp.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def model_fingerprint(model: Path, flip: str = "none", sha256: str | None = None) -> str:
+def model_fingerprint(model: str | Path | ModelRef, flip: str = "none", sha256: str | None = None) -> str:
     """sha256 of the weights file (+ flip mode): galleries refuse embeddings of another model."""
-    return f"{(sha256 or weights_sha256(model))[:16]}:flip={flip}"
+    return f"{(sha256 or resolve_model(model).sha256())[:16]}:flip={flip}"
 
 
 def model_id(model: str | Path) -> str:
@@ -122,8 +76,8 @@ class Calibration:
     default: str | None = None  # the operating point chosen on View 1 (``default_operating_point``)
 
     @classmethod
-    def for_model(cls, model: Path) -> "Calibration":
-        path = (model if is_dlib(model) else model_file(model).parent) / CALIBRATION_FILE
+    def for_model(cls, model: str | Path | ModelRef) -> "Calibration":
+        path = resolve_model(model).calibration_file
         if not path.is_file():
             log.warning("model %s has no %s: verdicts use the uncalibrated default threshold %.2f",
                         model, CALIBRATION_FILE, UNCALIBRATED_THRESHOLD)
@@ -153,10 +107,6 @@ class ThresholdChoice:
 
     def to_dict(self) -> dict:
         return {"source": self.source, "operating_point": self.operating_point, "file": self.file}
-
-
-class UnknownOperatingPointError(FaceverifyError):
-    code = "unknown_operating_point"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,32 +162,29 @@ class Verifier:
     """
 
     def __init__(self, embedder: Embedder, calibration: Calibration | None = None, aligner: FaceAligner | None = None,
-                 model_path: Path | None = None):
+                 model_path: str | Path | ModelRef | None = None):
         self.embedder = embedder
         self.calibration = calibration or Calibration()
         # detect -> select on the shared path; the embedder cuts its own crop from the chosen points
         # (the same crop for our models, whose aligner this is; dlib's chip for dlib)
-        self.aligner = aligner or getattr(embedder, "aligner", None) or FaceAligner()
-        self.model_path = model_path
-        self.flip = getattr(embedder, "flip", "none")
-        self.sha256 = weights_sha256(model_path) if model_path is not None else None
-        self.fingerprint = model_fingerprint(model_path, self.flip, self.sha256) if model_path is not None else embedder.name
-        self.model_id = model_id(model_path if model_path is not None else embedder.name.split(":", 1)[-1])
+        self.aligner = aligner or embedder.aligner or FaceAligner()
+        self.model = resolve_model(model_path) if model_path is not None else None
+        self.flip = embedder.flip
+        self.sha256 = self.model.sha256() if self.model is not None else None
+        self.fingerprint = model_fingerprint(self.model, self.flip, self.sha256) if self.model is not None else embedder.name
+        self.model_id = model_id(self.model.path if self.model is not None else embedder.name.split(":", 1)[-1])
 
     @classmethod
-    def from_model(cls, model: str | Path | None = None, flip: str | None = None, device: str = "cpu") -> "Verifier":
-        """Load a model once (``models/default`` when ``model`` is None) with its calibration;
-        the flip mode defaults to the one the calibration was measured with."""
-        path = resolve_model(model)
-        calibration = Calibration.for_model(path)
+    def from_model(cls, model: str | Path | ModelRef | None = None, flip: str | None = None, device: str = "cpu") -> "Verifier":
+        """Load a model once (any spec ``faceverify.models.resolve_model`` takes; ``models/default``
+        when ``model`` is None) with its calibration; the flip mode defaults to the one the
+        calibration was measured with."""
+        ref = resolve_model(model)
+        calibration = Calibration.for_model(ref)
         flip = flip or calibration.flip or "none"
-        if is_dlib(path):  # MTCNN's five points -> dlib's chip -> dlib's descriptor, compared by cosine
-            return cls(load_embedder("dlib", flip=flip, detector="mtcnn_points"), calibration, model_path=path)
-        kwargs = {"flip": flip}
-        if path.suffix != ".onnx" and model_file(path).suffix != ".onnx":
-            kwargs["device"] = device
-        embedder = load_embedder(model_file(path), **kwargs)
-        return cls(embedder, calibration, model_path=path)
+        # dlib: MTCNN's five points -> dlib's chip -> dlib's descriptor, compared by cosine
+        kwargs = {"detector": "mtcnn_points"} if ref.kind == "dlib" else {"device": device}
+        return cls(load_embedder(ref, flip=flip, **kwargs), calibration, model_path=ref)
 
     @property
     def name(self) -> str:
@@ -256,6 +203,8 @@ class Verifier:
 
     def threshold(self, override: float | None = None, operating_point: str | None = None) -> ThresholdChoice:
         if override is not None:
+            if not isinstance(override, (int, float, np.number)) or not np.isfinite(override):
+                raise InvalidInputError(f"threshold {override!r} is not a finite number.", field="threshold")
             return ThresholdChoice(float(override), "request")
         point = operating_point or self.calibration.default or DEFAULT_OPERATING_POINT
         if point not in OPERATING_POINTS and point not in self.calibration.thresholds:
@@ -272,6 +221,9 @@ class Verifier:
         that refused it. All accepted faces go through the network as one batch."""
         if isinstance(policies, str):
             policies = [policies] * len(images)
+        for p in policies:
+            if p not in SELECTION_POLICIES:
+                raise InvalidInputError(f"unknown face selection policy {p!r}; choose one of {SELECTION_POLICIES}", field="policy")
         results: list[FaceResult | FaceverifyError] = self.aligner.align_batch(images, policies=policies, errors="return")
         chosen = [i for i, r in enumerate(results) if isinstance(r, AlignedFace)]
         if chosen:
@@ -348,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.threshold is not None and not np.isfinite(args.threshold):
         print(json.dumps({"error": {"code": "validation_error", "message": "--threshold must be a finite number"}}))
-        return 2
+        return EXIT_USAGE
     if args.model is None and not default_model_path().exists():
         return describe_without_model(args.image1, args.image2, args.policy)
     try:
@@ -359,10 +311,10 @@ def main(argv: list[str] | None = None) -> int:
         result = verifier.verify(args.image1, args.image2, args.threshold, args.operating_point, args.policy)
     except FaceverifyError as exc:
         print(json.dumps({"error": {"code": exc.code, "message": exc.message, "details": _jsonable(exc.details)}}))
-        return 2 if isinstance(exc, (ConfigError, CheckpointError)) else 1
+        return exit_status(exc)
     result["image1"], result["image2"] = args.image1, args.image2
     print(json.dumps(result))
-    return 0
+    return EXIT_OK
 
 
 def describe_without_model(image1: str, image2: str, policy: str) -> int:

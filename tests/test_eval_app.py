@@ -96,7 +96,9 @@ def test_eval_lfw_wrong_landmark_scale_is_a_clear_error(checkpoint, small_pairs,
 
 
 def test_eval_without_model_and_without_default_is_a_clear_error(small_pairs, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(eval_app, "DEFAULT_MODEL", tmp_path / "models" / "default")
+    import faceverify.models
+
+    monkeypatch.setattr(faceverify.models, "DEFAULT_MODEL_DIR", tmp_path / "models" / "default")
     rc = eval_app.main(["lfw", "--pairs", str(small_pairs), "--out", str(tmp_path / "o")])
     assert rc == 2
     assert "default model" in capsys.readouterr().err

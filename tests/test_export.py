@@ -12,6 +12,7 @@ import torch
 
 from faceverify.backbones import build_backbone
 from faceverify.checkpoint import inference_state, save_checkpoint
+from faceverify.errors import EXIT_USAGE
 from faceverify.export import check_onnx, export_onnx, export_torchscript, main
 
 KWARGS = {"embedding_dim": 32, "input_size": [112, 96], "widths": [8, 16, 16, 32]}
@@ -67,6 +68,6 @@ def test_torchscript_matches_torch(model_dir, tmp_path):
 
 def test_export_refuses_unknown_format_and_missing_model(model_dir, tmp_path, capsys):
     root, _ = model_dir
-    assert main([str(root), str(tmp_path / "m.xyz")]) == 1
-    assert main([str(tmp_path / "nope.pt"), str(tmp_path / "m.onnx")]) == 1
+    assert main([str(root), str(tmp_path / "m.xyz")]) == EXIT_USAGE == 2  # as every command (faceverify.errors)
+    assert main([str(tmp_path / "nope.pt"), str(tmp_path / "m.onnx")]) == EXIT_USAGE
     assert "does not exist" in capsys.readouterr().err

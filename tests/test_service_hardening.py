@@ -30,6 +30,7 @@ from faceverify.paths import REPO_ROOT
 pytestmark = pytest.mark.timeout(600)
 
 DOCS = REPO_ROOT / "docs" / "service.md"
+GENERATED_ID = re.compile(r"[0-9a-f]{32}")  # X-Request-ID when the client sends none
 
 
 @pytest.fixture(scope="session")
@@ -187,12 +188,11 @@ def _documented_codes() -> set[str]:
 
 def test_every_code_the_server_can_emit_is_documented():
     """Codes collected from the code itself: the status table, and every FaceverifyError subclass
-    of the library, the gallery, the verifier and the service. Codes without a status are never
-    sent (the handler answers internal_error and logs them): e.g. bad_config at run time."""
+    (all in faceverify/errors.py: tests/test_errors.py checks that none is defined elsewhere).
+    Codes without a status are never sent (the handler answers internal_error and logs them):
+    e.g. bad_config at run time."""
     import faceverify.errors
-    import faceverify.gallery
-    import faceverify.service.errors as service_errors
-    import faceverify.verify  # noqa: F401  (defines UnknownOperatingPointError)
+    import faceverify.service.app  # noqa: F401  (everything the server imports)
 
     def subclasses(cls):
         for sub in cls.__subclasses__():
@@ -200,7 +200,7 @@ def test_every_code_the_server_can_emit_is_documented():
             yield from subclasses(sub)
 
     codes = {c.code for c in subclasses(faceverify.errors.FaceverifyError)}
-    emitted = set(service_errors.STATUS)
+    emitted = set(faceverify.errors.HTTP_STATUS)
     never_sent = codes - emitted
     # base classes the service never raises as such, and start-up errors (refused before the port is bound)
     assert never_sent <= {"faceverify_error", "image_error", "face_error", "gallery_error", "bad_checkpoint",
@@ -209,7 +209,7 @@ def test_every_code_the_server_can_emit_is_documented():
     assert emitted - documented == set(), f"codes missing from docs/service.md: {emitted - documented}"
     assert documented - emitted == set(), f"documented codes the server never sends: {documented - emitted}"
     statuses = dict(re.findall(r"^\| `([a-z0-9_]+)` \| (\d{3}) \|", DOCS.read_text(), flags=re.M))
-    assert {c: int(s) for c, s in statuses.items()} == service_errors.STATUS  # and with the right status
+    assert {c: int(s) for c, s in statuses.items()} == faceverify.errors.HTTP_STATUS  # and with the right status
 
 
 def _png_header_only(with_ihdr: bool) -> bytes:
@@ -371,6 +371,7 @@ def test_auth_all_locks_docs_schema_and_demo(locked_server):
                 r = c.request(method, path)
                 assert r.status_code == 401, (method, path, r.status_code)
                 assert r.headers["www-authenticate"].startswith("ApiKey")
+                assert GENERATED_ID.fullmatch(r.headers["x-request-id"])  # answered before any route, still named
                 if method == "GET":
                     assert r.json()["code"] == "unauthorized"
             assert c.get(path, params={"api_key": API_KEY}).status_code == 401  # not from the query string
@@ -427,3 +428,74 @@ def _runtime_of(model, gallery, env: dict) -> tuple[dict, str]:
         finally:
             proc.terminate()
             proc.wait(30)
+
+
+# -- 6. request ids: on every response; a 500 names its id --------------------------------------------
+
+
+def test_every_response_carries_a_request_id(client, server):
+    """200, HEAD, 4xx from the routes, the framework (404 route, 405, 422) and the middlewares
+    (401 key, 413 body limit, both answered before any route): each has its own fresh id."""
+    responses = {
+        "200": client.get("/health"),
+        "head": client.head("/collections"),
+        "401": client.post("/collections", json={"name": "no_key"}),
+        "404_collection": client.get("/collections/nope"),
+        "404_route": client.get("/nope"),
+        "405": client.put("/verify"),
+        "413": client.post("/verify", content=b"\0" * (16 * 1024 * 1024 + 1), headers={"content-type": "image/jpeg"}),
+        "415": client.post("/verify", content=b"hello", headers={"content-type": "text/plain"}),
+        "422": client.post("/identify", json={"collection": "c1", "embedding": [0.1] * 3}),
+        "demo": client.get("/demo/app.js"),
+    }
+    statuses = {name: r.status_code for name, r in responses.items()}
+    assert statuses == {"200": 200, "head": 200, "401": 401, "404_collection": 404, "404_route": 404, "405": 405,
+                        "413": 413, "415": 415, "422": 422, "demo": 200}
+    ids = {name: r.headers.get("x-request-id", "") for name, r in responses.items()}
+    assert all(GENERATED_ID.fullmatch(i) for i in ids.values()), ids
+    assert len(set(ids.values())) == len(ids)  # one per request
+
+
+def test_a_client_request_id_is_echoed_and_sanitised(client):
+    for rid in ("0f8e2a4c-9b1d-4e6f-a3c5-7d9e1b2f4a6c", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "job.42:step_7"):
+        for r in (client.get("/health", headers={"X-Request-ID": rid}), client.get("/collections/nope", headers={"X-Request-ID": rid})):
+            assert r.headers["x-request-id"] == rid
+    hostile = '<script>alert("x")</script> \' OR 1=1; ' + "A" * 500
+    r = client.get("/health", headers={"X-Request-ID": hostile})
+    assert r.headers["x-request-id"] == "scriptalertxscriptOR11" + "A" * 42  # safe characters, 64 at most
+    for nothing_safe in (b"<>\"'", b"{} ()", "é€".encode()):  # no safe character left: a fresh id instead
+        r = client.get("/health", headers={"X-Request-ID": nothing_safe})
+        assert GENERATED_ID.fullmatch(r.headers["x-request-id"]), nothing_safe
+
+
+def test_a_500_names_its_request_id_in_body_header_and_log(tiny_model, tmp_path):
+    """A real 500: the gallery database changed under the running server by another process (a
+    table renamed), so the next read fails inside SQLite. The client gets internal_error with the
+    request id (no server detail), and the log line with the traceback names the same id."""
+    import sqlite3
+
+    from faceverify.gallery import DB_NAME
+
+    srv = LiveServer(tiny_model, tmp_path / "gallery").start()
+    try:
+        with httpx.Client(base_url=srv.url, timeout=60.0) as c:
+            assert c.post("/collections", json={"name": "c1"}, headers=srv.auth).status_code == 201
+            assert c.get("/collections/c1/subjects").status_code == 200
+            with sqlite3.connect(srv.gallery / DB_NAME) as db:
+                db.execute("ALTER TABLE subjects RENAME TO subjects_gone")
+            generated = c.get("/collections/c1/subjects")
+            given = c.get("/collections/c1/subjects", headers={"X-Request-ID": "client-trace-42"})
+            assert c.get("/health").status_code == 200  # and the server serves on
+        log = srv.log_tail(10_000)
+    finally:
+        srv.stop()
+    for r, expected in ((generated, None), (given, "client-trace-42")):
+        assert r.status_code == 500, r.text
+        assert r.headers["connection"] == "close"  # the server drops the connection after an unhandled error
+        rid = r.headers["x-request-id"]
+        assert (rid == expected) if expected else GENERATED_ID.fullmatch(rid)
+        body = r.json()
+        assert body["code"] == "internal_error" and body["details"] == {"request_id": rid}
+        assert f"request id {rid}" in body["message"] and "subjects" not in r.text  # no server detail
+        assert f"unhandled error on GET /collections/c1/subjects (request id {rid})" in log, log[-3000:]
+    assert "no such table: subjects" in log

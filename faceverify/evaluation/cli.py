@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from faceverify.errors import CheckpointError, ConfigError, DataNotFoundError, FaceverifyError
-from faceverify.paths import DEFAULT_MODEL_DIR, DLIB_MODEL_DIR, display_path
+from faceverify.errors import ConfigError, DataNotFoundError, FaceverifyError, exit_status
+from faceverify.models import resolve_model
+from faceverify.paths import display_path
 
-DEFAULT_MODEL = DEFAULT_MODEL_DIR
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".webp"}
 
 
@@ -105,30 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------- model / features
-def resolve_model(spec: str | None) -> str:
-    if spec == "dlib":
-        return spec
-    if spec is None:
-        if not DEFAULT_MODEL.exists():
-            raise CheckpointError(
-                f"no --model given and the shipped default model {DEFAULT_MODEL} does not exist yet; "
-                "pass --model PATH (a checkpoint, model directory or .onnx file) or --model dlib."
-            )
-        return str(DEFAULT_MODEL)
-    if not Path(spec).exists():
-        raise CheckpointError(f"model {spec} does not exist; give a checkpoint (.pt), a model directory, an .onnx file or 'dlib'.")
-    return spec
-
-
 def recorded_settings(spec: str) -> dict:
-    """The evaluation settings a published model records (``MODEL.json`` -> ``evaluation``)."""
+    """The evaluation settings a published model records (``MODEL.json`` -> ``evaluation``). None
+    for dlib: its card records how it is served (MTCNN's points, cosine), while evaluating dlib
+    defaults to face_recognition's own pipeline (HOG, Euclidean)."""
     if spec == "dlib":
         return {}
-    p = Path(spec)
-    manifest = (p if p.is_dir() else p.parent) / "MODEL.json"
-    if not manifest.is_file():
-        return {}
-    return dict(json.loads(manifest.read_text()).get("evaluation") or {})
+    return dict(resolve_model(spec).manifest().get("evaluation") or {})
 
 
 def apply_recorded_settings(args, spec: str) -> None:
@@ -144,13 +127,6 @@ def apply_recorded_settings(args, spec: str) -> None:
         args.metric = recorded.get("metric") or ("euclidean" if spec == "dlib" else "cosine")
 
 
-def model_file(spec: str) -> Path | None:
-    p = Path(spec)
-    if spec == "dlib":
-        return None
-    return p / "model.pt" if p.is_dir() else p
-
-
 def make_embedder(args, spec: str, fallback: str = "center_crop"):
     from faceverify.embedder import load_embedder
 
@@ -160,10 +136,7 @@ def make_embedder(args, spec: str, fallback: str = "center_crop"):
     if spec == "dlib":
         return load_embedder("dlib", flip=flip, detector=args.dlib_detector, points=args.dlib_points,
                              upsample=args.dlib_upsample, policy=args.policy, fallback=fallback)
-    kwargs = dict(flip=flip, batch_size=args.batch_size, fallback=fallback, policy=args.policy)
-    if not str(spec).endswith(".onnx"):
-        kwargs["device"] = args.device
-    return load_embedder(spec, **kwargs)
+    return load_embedder(spec, flip=flip, batch_size=args.batch_size, fallback=fallback, policy=args.policy, device=args.device)
 
 
 def feature_config(embedder, spec: str, alignment: dict, root: Path) -> dict:
@@ -172,8 +145,7 @@ def feature_config(embedder, spec: str, alignment: dict, root: Path) -> dict:
     if spec == "dlib":
         model = dict(embedder.config)
     else:
-        mf = model_file(spec)
-        model = {"embedder": type(embedder).__name__, "model_sha1": file_digest(mf),
+        model = {"embedder": type(embedder).__name__, "model_sha1": file_digest(resolve_model(spec).weights),
                  "template": embedder.aligner.template, "policy": embedder.aligner.policy,
                  "fallback": embedder.aligner.fallback}
     return {"model": model, "alignment": alignment, "images": str(root.resolve())}
@@ -194,7 +166,7 @@ def features_for(args, spec: str, root: Path, paths: list[str], landmarks=None, 
     embedder = make_embedder(args, spec)
     directory = cache_dir(args)
     detections = None
-    if directory and landmarks is None and hasattr(embedder, "aligner"):
+    if directory and landmarks is None and embedder.aligner is not None:
         # MTCNN results depend on the pixels only: one detection cache serves every model
         from faceverify.detect import CachedDetector
         from faceverify.pipeline import FaceAligner
@@ -236,7 +208,7 @@ def run_lfw(args, command: str) -> dict:
     from faceverify.image import load_image
     from faceverify.paths import lfw_root
 
-    spec = resolve_model(args.model)
+    spec = str(resolve_model(args.model))  # "dlib" or a path
     apply_recorded_settings(args, spec)
     pairs_file = Path(args.pairs) if args.pairs else lfw_root() / "pairs.txt"
     pairs = lfw.read_pairs(pairs_file)
@@ -254,10 +226,8 @@ def run_lfw(args, command: str) -> dict:
         absent = [p for p in images if p not in table]
         if absent:
             raise ConfigError(f"{args.landmarks} has no landmarks for {len(absent)} images of the pairs, e.g. {absent[0]}.")
-        try:  # one cheap check against a wrong --landmark-scale before any work
-            check_landmarks_fit(table[images[0]], load_image(root / images[0]).shape, images[0], args.landmark_scale)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        # one cheap check against a wrong --landmark-scale before any work
+        check_landmarks_fit(table[images[0]], load_image(root / images[0]).shape, images[0], args.landmark_scale)
         landmarks = {p: table[p] for p in images}
         from faceverify.evaluation.features import file_digest
 
@@ -347,7 +317,7 @@ def place_calibration(args, spec: str, calibration: dict) -> None:
 
     if spec == "dlib" and args.dlib_detector != "mtcnn_points":
         raise ConfigError("the service serves dlib on MTCNN's five points: calibrate it with --dlib-detector mtcnn_points.")
-    target = model_file(spec).with_name("calibration.json") if spec != "dlib" else DLIB_MODEL_DIR / "calibration.json"
+    target = resolve_model(spec).calibration_file
     target.parent.mkdir(parents=True, exist_ok=True)
     report.write_json(target, calibration)
 
@@ -358,7 +328,7 @@ def run_view1(args, command: str) -> dict:
     from faceverify.evaluation import lfw, report
     from faceverify.paths import lfw_root
 
-    spec = resolve_model(args.model)
+    spec = str(resolve_model(args.model))  # "dlib" or a path
     apply_recorded_settings(args, spec)
     files = args.dev_pairs or [lfw_root() / "pairsDevTrain.txt", lfw_root() / "pairsDevTest.txt"]
     views = [lfw.read_pairs(f) for f in files]
@@ -492,7 +462,7 @@ def run_megaface(args, command: str) -> dict:
         probe_names = read_feature_list(args.probe_list, probe_feats.shape[0])
         model_label = f"features:{args.probe_features}"
     else:
-        spec = resolve_model(args.model)
+        spec = str(resolve_model(args.model))  # "dlib" or a path
         apply_recorded_settings(args, spec)
         probe_root = Path(args.probes) if args.probes else lfw_root() / "images"
         probe_names = scan_folder(probe_root)
@@ -594,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
             print_megaface(run_megaface(args, command))
     except FaceverifyError as exc:
         print(f"faceverify eval: {exc.message}", file=sys.stderr)
-        return 2
+        return exit_status(exc)
     print(f"reports written to {args.out}")
     return 0
 

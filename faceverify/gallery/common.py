@@ -1,4 +1,4 @@
-"""Identifiers, typed gallery errors, records, and the optional PCA projection (shared by the
+"""Identifiers, records, and the optional PCA projection (shared by the
 storage back-ends, the index and the gallery)."""
 
 from __future__ import annotations
@@ -11,7 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, FaceverifyError
+from ..errors import (  # noqa: F401  (the gallery's typed errors, re-exported by faceverify.gallery)
+    ConfigError,
+    ConflictError,
+    DimensionMismatchError,
+    GalleryError,
+    InvalidIdentifierError,
+    InvalidInputError,
+    NotFoundError,
+)
 from ..pca import Pca
 
 # Identifiers (collection and subject names): letters, digits, "_", "-", "."; must start with a
@@ -19,26 +27,6 @@ from ..pca import Pca
 # file system, but clients use them in URLs and file names, so path tricks are refused outright.
 IDENTIFIER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 FACE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
-
-
-class GalleryError(FaceverifyError):
-    code = "gallery_error"
-
-
-class NotFoundError(GalleryError):
-    code = "not_found"
-
-
-class ConflictError(GalleryError):
-    code = "conflict"
-
-
-class InvalidIdentifierError(GalleryError):
-    code = "invalid_identifier"
-
-
-class DimensionMismatchError(GalleryError):
-    code = "dimension_mismatch"
 
 
 def validate_identifier(value: str, what: str = "identifier") -> str:
@@ -76,7 +64,10 @@ class PCAProjection(Pca):
     @classmethod
     def fit(cls, embeddings: np.ndarray, n_components: int) -> "PCAProjection":
         """Fit on (N, D) training embeddings (normalised first, as the gallery stores them)."""
-        pca = Pca.fit(l2_normalize(embeddings).astype(np.float64), n_components)
+        x = l2_normalize(embeddings).astype(np.float64)
+        if not 1 <= n_components <= min(x.shape):
+            raise InvalidInputError(f"n_components must be in [1, {min(x.shape)}], got {n_components}")
+        pca = Pca.fit(x, n_components)
         return cls(pca.mean.astype(np.float32), pca.components.astype(np.float32), pca.explained_variance)
 
     def transform(self, vectors: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from .errors import install_error_handlers
 from .head import HeadMiddleware
 from .limits import BodyLimitMiddleware
 from .metrics import Metrics, MetricsMiddleware
+from .request_id import RequestIdMiddleware
 from .routes import faces as faces_routes
 from .routes import gallery as gallery_routes
 from .routes import system as system_routes
@@ -36,6 +37,7 @@ Face verification and identification.
 * `POST /embed`: one photo -> embedding.
 * Gallery: collections -> subjects -> faces; `POST /identify` for top-k subjects.
 * Errors are JSON `{"code", "message", "details"}` with a stable `code` (see docs/service.md).
+* Every response carries `X-Request-ID` (the client's own, sanitised, or a new one).
 * Gallery changes need an API key (`X-API-Key`). The demo page is at `/demo/`.
 """
 
@@ -76,10 +78,12 @@ def create_app(settings: Settings | None = None, *, verifier: Verifier | None = 
     def root() -> RedirectResponse:
         return RedirectResponse("/demo/")
 
-    # the last added is the outermost: HEAD -> metrics (sees every response) -> key -> body limit
+    # the last added is the outermost: request id (on every response) -> HEAD -> metrics (sees
+    # every response) -> key -> body limit
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.auth_scope == "all":
         app.add_middleware(KeyRequiredMiddleware, keys=settings.api_keys)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(HeadMiddleware)
+    app.add_middleware(RequestIdMiddleware)
     return app

@@ -15,7 +15,8 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.datastructures import Headers
 
-from .errors import UnauthorizedError, error_response
+from ..errors import UnauthorizedError
+from .errors import error_response
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key from FACEVERIFY_API_KEY")
 bearer = HTTPBearer(auto_error=False, description="the same API key as a bearer token")

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import FaceverifyError
+from ..errors import FaceverifyError, OverloadedError
 from ..verify import FaceResult, Verifier
-from .errors import OverloadedError
 from .metrics import Metrics
 
 log = logging.getLogger("faceverify.service")

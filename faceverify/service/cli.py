@@ -14,7 +14,7 @@ import argparse
 import logging
 import sys
 
-from faceverify.errors import FaceverifyError
+from faceverify.errors import FaceverifyError, exit_status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,12 +64,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from faceverify.service import Settings, create_app
     from faceverify.service.state import load_verifier, open_gallery
-    from faceverify.verify import resolve_model
+    from faceverify.models import resolve_model
 
     try:
         threads = apply_threads(latency_threads(args.torch_threads))  # before the model loads
         settings = Settings.from_env(
-            model=resolve_model(args.model), auth_scope=args.auth, **gallery_setting(args.gallery),
+            model=resolve_model(args.model).path, auth_scope=args.auth, **gallery_setting(args.gallery),
             max_body_bytes=None if args.max_body_mb is None else int(args.max_body_mb * 1024 * 1024),
             max_pixels=args.max_pixels, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
             max_queue=args.max_queue, flat_max=args.flat_max, nprobe=args.nprobe, pca=args.pca, flip=args.flip,
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         gallery = open_gallery(settings, verifier)
     except FaceverifyError as exc:
         print(f"faceverify serve: {exc.message}", file=sys.stderr)
-        return 2
+        return exit_status(exc)
     app = create_app(settings, verifier=verifier, gallery=gallery)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, proxy_headers=False,
                 server_header=False, timeout_graceful_shutdown=10)

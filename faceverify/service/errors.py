@@ -1,5 +1,6 @@
 """Typed JSON errors: every failure is ``{"code", "message", "details"}`` with a stable ``code`` and
-the right status. Client mistakes are 4xx; only overload/not-ready are 503 (with Retry-After)."""
+the right status (both from ``faceverify/errors.py``, the one table). Client mistakes are 4xx; only
+overload/not-ready/store-unavailable are 503 (with Retry-After); a 500 names its request id."""
 
 from __future__ import annotations
 
@@ -13,91 +14,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from ..errors import FaceverifyError
+from ..errors import CLIENT_CLOSED, HTTP_STATUS, FaceverifyError, OverloadedError
+from .request_id import HEADER as REQUEST_ID_HEADER
+from .request_id import request_id
 
 log = logging.getLogger("faceverify.service")
-
-
-class APIError(FaceverifyError):
-    """An error raised by the service itself (not by the library)."""
-
-
-class PayloadTooLargeError(APIError):
-    code = "payload_too_large"
-
-
-class UnauthorizedError(APIError):
-    code = "unauthorized"
-
-
-class OverloadedError(APIError):
-    code = "overloaded"
-
-    def __init__(self, message: str, retry_after: float = 1.0, **details):
-        super().__init__(message, **details)
-        self.retry_after = retry_after
-
-
-class NotReadyError(OverloadedError):
-    code = "not_ready"
-
-
-class InvalidBase64Error(APIError):
-    code = "invalid_base64"
-
-
-class BadRequestError(APIError):
-    code = "validation_error"
-
-
-class MalformedBodyError(APIError):
-    code = "malformed_body"
-
-
-class MediaTypeError(APIError):
-    code = "unsupported_media_type"
-
-
-class RouteNotFoundError(APIError):
-    code = "not_found"
-
-
-class InvalidEmbeddingError(APIError):
-    code = "invalid_embedding"
-
-
-# nginx's "client closed request": never seen by the client, kept apart from 500 in /metrics
-CLIENT_CLOSED = 499
-
-
-# code -> HTTP status. The single table of what each code means on the wire (docs/service.md; a
-# test checks the two agree). Codes not here (base classes such as gallery_error, start-up errors
-# such as bad_config) are never sent: the handler answers internal_error and logs them.
-STATUS = {
-    "validation_error": 422,
-    "invalid_base64": 422,
-    "invalid_identifier": 422,
-    "dimension_mismatch": 422,
-    "invalid_embedding": 422,
-    "unknown_operating_point": 422,
-    "malformed_body": 400,
-    "unreadable_image": 400,
-    "unsupported_media_type": 415,
-    "image_too_large": 413,
-    "payload_too_large": 413,
-    "image_too_small": 422,
-    "no_face": 422,
-    "multiple_faces": 422,
-    "unauthorized": 401,
-    "not_found": 404,
-    "method_not_allowed": 405,
-    "conflict": 409,
-    "overloaded": 503,
-    "not_ready": 503,
-    "store_unavailable": 503,
-    "internal_error": 500,
-    "client_closed": CLIENT_CLOSED,
-}
 
 # Echoed client input (paths, names, field keys) is clipped: a 70,000-character name must not
 # come back as a 70 KB error body.
@@ -136,7 +57,7 @@ def _clean(obj):
 
 def error_response(code: str, message: str, details: dict | None = None, status: int | None = None,
                    headers: dict | None = None) -> JSONResponse:
-    status = status or STATUS.get(code, 500)
+    status = status or HTTP_STATUS.get(code, 500)
     body = {"code": code, "message": _clip_tokens(message), "details": _clean(details or {})}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -146,15 +67,16 @@ async def faceverify_error_handler(request: Request, exc: FaceverifyError) -> JS
     retry_after = getattr(exc, "retry_after", None)  # overloaded, not ready, gallery store unreachable
     if retry_after is not None:
         headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
-    status = STATUS.get(exc.code)
+    status = exc.status
     if exc.code == "store_unavailable":  # its message names the database URL: the client gets none of it
         return error_response(exc.code, "the gallery database is unavailable; retry after the Retry-After delay.",
                               {}, status, headers)
     if status is None or (status >= 500 and not isinstance(exc, OverloadedError)):
         # a library error with no client meaning (e.g. bad_config at run time): a server bug, logged;
         # its message may name server files, so the client gets the generic internal_error
-        log.error("unmapped error %s on %s %s: %s", exc.code, request_method(request), clip(request.url.path), exc.message)
-        return error_response("internal_error", INTERNAL_MESSAGE, {}, 500)
+        log.error("unmapped error %s on %s %s (request id %s): %s", exc.code, request_method(request),
+                  clip(request.url.path), request_id(request.scope), exc.message)
+        return internal_error_response(request)
     if status == 401:
         headers = {"WWW-Authenticate": 'ApiKey header="X-API-Key"'}
     return error_response(exc.code, exc.message, exc.details, status, headers)
@@ -170,7 +92,11 @@ async def validation_error_handler(request: Request, exc: RequestValidationError
     return error_response("validation_error", f"{where}: {first['msg']}", {"errors": errors}, 422)
 
 
-INTERNAL_MESSAGE = "internal server error; this is a bug, please report it with the request id."
+def internal_error_response(request: Request, headers: dict | None = None) -> JSONResponse:
+    """500 internal_error naming the request id (body and header), which the log line names too."""
+    rid = request_id(request.scope)
+    return error_response("internal_error", f"internal server error; this is a bug, please report it with the request id {rid}.",
+                          {"request_id": rid}, 500, {REQUEST_ID_HEADER: rid, **(headers or {})})
 
 
 def request_method(request: Request) -> str:
@@ -235,8 +161,12 @@ def allowed_methods(request: Request) -> list[str]:
 
 
 async def unhandled_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request_method(request), clip(request.url.path))
-    return error_response("internal_error", INTERNAL_MESSAGE, {}, 500)
+    # runs outside every middleware (Starlette's ServerErrorMiddleware): the response sets the
+    # X-Request-ID header itself. The exception then reaches uvicorn, which drops the connection:
+    # "Connection: close" tells the client not to send its next request on it.
+    log.exception("unhandled error on %s %s (request id %s)", request_method(request), clip(request.url.path),
+                  request_id(request.scope))
+    return internal_error_response(request, {"Connection": "close"})
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -17,9 +17,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import FaceverifyError
+from ..errors import FaceverifyError, InvalidBase64Error, InvalidInputError, MalformedBodyError, MediaTypeError
 from ..image import load_image
-from .errors import BadRequestError, InvalidBase64Error, MalformedBodyError, MediaTypeError
 from .state import Service
 
 P = TypeVar("P", bound=BaseModel)
@@ -88,16 +87,16 @@ async def parse_body(request: Request, params_model: type[P], json_model: type[B
         try:
             for key, value in form.multi_items():
                 if key in images or key in fields:
-                    raise BadRequestError(f"field {key!r} was sent more than once.", field=key)
+                    raise InvalidInputError(f"field {key!r} was sent more than once.", field=key)
                 if isinstance(value, UploadFile):
                     if key not in image_fields + optional_images:
-                        raise BadRequestError(f"unexpected file field {key!r}; expected {list(image_fields + optional_images)}.", field=key)
+                        raise InvalidInputError(f"unexpected file field {key!r}; expected {list(image_fields + optional_images)}.", field=key)
                     part_type = (value.content_type or "").split(";")[0].strip()
                     if part_type and not _ACCEPTED_PART_TYPES.match(part_type):
                         raise MediaTypeError(f"{key} was sent as {part_type!r}; send an image (JPEG, PNG, PGM/PPM, WebP, BMP).", field=key)
                     images[key] = await value.read()
                 elif key in image_fields + optional_images:
-                    raise BadRequestError(f"{key} must be a file part (multipart file upload), not a text field.", field=key)
+                    raise InvalidInputError(f"{key} must be a file part (multipart file upload), not a text field.", field=key)
                 else:
                     fields[key] = value
         finally:

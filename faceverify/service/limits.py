@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .errors import PayloadTooLargeError
+from ..errors import PayloadTooLargeError
 
 DRAIN_FACTOR = 4  # read (and discard) up to 4x the limit so the client gets its 413, then give up
 

@@ -13,7 +13,7 @@ from fastapi import Depends, Request
 from ..gallery import Gallery, PCAProjection
 from ..verify import Verifier
 from .batching import InferenceQueue
-from .errors import NotReadyError
+from ..errors import NotReadyError
 from .metrics import Metrics
 from .settings import Settings
 

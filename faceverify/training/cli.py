@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import FaceverifyError
+from ..errors import FaceverifyError, exit_status
 from .config import load_config
 from .loop import train
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         train(load_config(args.config, args.overrides), args.out, resume=args.resume)
     except FaceverifyError as exc:
         print(f"faceverify train: error: {exc.message}", file=sys.stderr)
-        return 2
+        return exit_status(exc)
     return 0
 
 

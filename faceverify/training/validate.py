@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from ..detect import CachedDetector
-from ..errors import DataNotFoundError
+from ..errors import DataNotFoundError, InvalidInputError
 from ..evaluation import metrics
 from ..evaluation.lfw import cosine_scores, read_pairs
 from ..image import load_image
@@ -50,7 +50,7 @@ class LfwView1Validator:
     def __init__(self, template: str = "112x96", n_pairs: int = 400, pairs_file: str = "pairsDevTest.txt",
                  cache_dir: str | os.PathLike | None = None, progress: bool = False):
         if "pairs.txt" == pairs_file:
-            raise ValueError("pairs.txt is LFW View 2, the test set: validate on View 1 (pairsDevTest.txt).")
+            raise InvalidInputError("pairs.txt is LFW View 2, the test set: validate on View 1 (pairsDevTest.txt).")
         root = lfw_root()
         pairs = read_pairs(root / pairs_file)
 

@@ -44,7 +44,7 @@ class LiveServer:
     def auth(self) -> dict:
         return {"X-API-Key": self.api_key} if self.api_key else {}
 
-    def start(self, timeout: float = 180.0) -> "LiveServer":
+    def start(self, timeout: float = 900.0) -> "LiveServer":
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         env.pop("FACEVERIFY_API_KEY", None)
         if self.api_key:

@@ -10,9 +10,9 @@ import numpy as np
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
-from ...gallery import FACE_ID_RE, IDENTIFIER_RE, DimensionMismatchError, Gallery, validate_identifier
+from ...errors import DimensionMismatchError, InvalidEmbeddingError, InvalidInputError
+from ...gallery import FACE_ID_RE, IDENTIFIER_RE, Gallery, validate_identifier
 from ..auth import WriteAuth
-from ..errors import BadRequestError, InvalidEmbeddingError
 from ..inputs import body_doc, decode_images, parse_body
 from ..schemas import (
     Collection,
@@ -153,7 +153,7 @@ async def identify(request: Request, service: ServiceDep) -> IdentifyResponse:
     params, blobs = await parse_body(request, IdentifyParams, IdentifyJSON, (), optional_images=("image",))
     embedding = getattr(params, "embedding", None)  # JSON only
     if ("image" in blobs) == (embedding is not None):
-        raise BadRequestError("send exactly one of image (a photo) or embedding (a vector from POST /embed).")
+        raise InvalidInputError("send exactly one of image (a photo) or embedding (a vector from POST /embed).")
     choice = service.verifier.threshold(params.threshold, params.operating_point)
     gallery: Gallery = service.gallery
     gallery.require_collection(params.collection)  # 404 before any inference (this replica's index: no database)
