@@ -286,8 +286,9 @@ class Verifier:
 
     def threshold(self, override: float | None = None, operating_point: str | None = None) -> ThresholdChoice:
         """The cosine threshold a verdict uses: ``override`` if given, else the calibrated one of
-        ``operating_point`` (default ``far_1e-3``), else the uncalibrated default 0.5 (said so in
-        ``.source``). Raises ``UnknownOperatingPointError`` for a name it does not know."""
+        ``operating_point`` (default: the calibration's ``default_operating_point``, else
+        ``far_1e-3``), else the uncalibrated default 0.5 (said so in ``.source``). Raises
+        ``UnknownOperatingPointError`` for a name it does not know."""
         if override is not None:
             return ThresholdChoice(float(override), "request")
         point = operating_point or self.calibration.default or DEFAULT_OPERATING_POINT
@@ -377,8 +378,9 @@ class Verifier:
         """Do two photos show the same person?
 
         ``image1``, ``image2``: paths, the files' bytes, or HxWx3 uint8 RGB arrays. ``threshold``
-        overrides the calibrated one; ``operating_point`` picks it (``far_1e-2``, ``far_1e-3``
-        (default), ``far_1e-4``, ``best_accuracy``); ``policy`` chooses the face (see ``embed``).
+        overrides the calibrated one; ``operating_point`` picks it (``far_1e-2``, ``far_1e-3``,
+        ``far_1e-4``, ``best_accuracy``; default: the model's, see ``threshold``); ``policy``
+        chooses the face (see ``embed``).
         Returns a dict: ``similarity`` (cosine in [-1, 1]), ``threshold``, ``same_person``,
         ``threshold_source`` (where the threshold came from), ``faces`` (the two faces used; with
         ``include_crops`` their aligned crops as base64 PNG), ``model`` and ``timings_ms``.

@@ -62,7 +62,8 @@ def test_reports_show_paths_without_the_machine_layout():
     assert str(REPO) not in shown and str(data_root()) not in shown
 
 
-# a numbered issue of this project ("issue 12", "#12"); another repository's is written owner/repo#N
+# a numbered issue of this project (the word issue or a hash, then its number); another
+# repository's is written owner/repo#N, GitHub's own notation
 ISSUE_NUMBER = re.compile(r"(?i)\bissues?\s+#?\d+|(?<![\w/.-])#\d+\b")
 
 
@@ -72,7 +73,8 @@ def test_docs_and_comments_name_no_issue_numbers():
     found = [f"{p.relative_to(REPO)}:{n}: {line.strip()[:100]}" for p in files
              for n, line in enumerate(p.read_text(errors="replace").splitlines(), 1) if ISSUE_NUMBER.search(line)]
     assert not found, "\n".join(found)
-    assert ISSUE_NUMBER.search("fixed in issue 12") and ISSUE_NUMBER.search("see #7")  # the rule itself bites
+    number = "12"  # kept out of the literals, or this file would cite an issue itself
+    assert ISSUE_NUMBER.search(f"fixed in issue {number}") and ISSUE_NUMBER.search(f"see #{number}")  # the rule bites
     assert not ISSUE_NUMBER.search("wy1iu/sphereface#60")
 
 

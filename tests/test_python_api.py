@@ -15,6 +15,7 @@ import pytest
 from faceverify.errors import NoFaceError, UnsupportedImageError
 from faceverify.image import load_image
 from faceverify.paths import data_root
+from faceverify.verify import DEFAULT_OPERATING_POINT
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,7 +48,9 @@ def test_verify_takes_paths_bytes_and_arrays_alike(verifier, photos):
     assert by_path["same_person"] is by_bytes["same_person"] is by_array["same_person"] is True
     assert by_bytes["similarity"] == pytest.approx(by_path["similarity"], abs=1e-6)
     assert by_array["similarity"] == pytest.approx(by_path["similarity"], abs=1e-6)
-    assert by_path["threshold_source"] == {"source": "calibration", "operating_point": "far_1e-3", "file": "calibration.json"}
+    point = verifier.calibration.default or DEFAULT_OPERATING_POINT  # the model's own default, else far_1e-3
+    assert by_path["threshold_source"] == {"source": "calibration", "operating_point": point, "file": "calibration.json"}
+    assert by_path["threshold"] == verifier.calibration.thresholds[point]
 
 
 def test_embed_is_a_unit_vector_of_the_model_dim_and_agrees_with_verify(verifier, photos):
