@@ -4,6 +4,7 @@ and arrays, typed errors — and the README's example itself, run as written."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 
 from faceverify.errors import NoFaceError, UnsupportedImageError
 from faceverify.image import load_image
-from faceverify.paths import data_root
+from faceverify.paths import DEFAULT_MODEL_DIR, data_root
 from faceverify.verify import DEFAULT_OPERATING_POINT
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,11 +34,16 @@ def photos(lfw_images):
             lfw_images / "Serena_Williams" / "Serena_Williams_0001.jpg")
 
 
+def card_dim() -> int:
+    """The embedding size the default model's card states."""
+    return json.loads((DEFAULT_MODEL_DIR / "MODEL.json").read_text())["backbone"]["kwargs"]["embedding_dim"]
+
+
 def test_the_interface_one_liner():
     code = "from faceverify import Verifier; v = Verifier.from_model(); print(v.dim, v.model_id)"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split() == ["512", "default"]
+    assert result.stdout.split() == [str(card_dim()), "default"]
 
 
 def test_verify_takes_paths_bytes_and_arrays_alike(verifier, photos):
@@ -56,7 +62,7 @@ def test_verify_takes_paths_bytes_and_arrays_alike(verifier, photos):
 def test_embed_is_a_unit_vector_of_the_model_dim_and_agrees_with_verify(verifier, photos):
     a, _, serena = photos
     face = verifier.embed(a)
-    assert face.vector.shape == (verifier.dim,) == (512,) and face.vector.dtype == np.float32
+    assert face.vector.shape == (verifier.dim,) == (card_dim(),) and face.vector.dtype == np.float32
     assert np.linalg.norm(face.vector) == pytest.approx(1.0, abs=1e-5)
     assert face.aligned.source == "mtcnn" and face.aligned.faces_found == 1
     np.testing.assert_allclose(verifier.embed(a.read_bytes()).vector, face.vector, atol=1e-6)

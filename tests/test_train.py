@@ -99,6 +99,8 @@ def test_smoke_run_reduces_loss_and_writes_everything(att_subset, tmp_path):
     assert any((out / "tb").iterdir())
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 36 and summary["last_logged_loss"] < summary["first_logged_loss"]
+    # paths relative to the run: a published record names no machine path
+    assert (summary["checkpoint"], summary["model"], summary["curve"]) == ("checkpoints/last.pt", "model.pt", "training_curve.png")
 
     # a second start into the same directory is refused; a truncated checkpoint is refused on resume
     assert train_main(argv) == 2

@@ -33,7 +33,6 @@ from faceverify.checkpoint import inference_state, load_checkpoint, save_checkpo
 from faceverify.distill import DistillFaces, DistillLoss, StudentCrops, TeacherTargets, centred_targets, select_faces, unit_targets
 from faceverify.errors import ConfigError, FaceverifyError
 from faceverify.losses import MarginLoss, build_head
-from faceverify.paths import display_path
 from faceverify.training import dist as fdist
 from faceverify.training.config import load_config, recipe_hash, template_size
 from faceverify.training.data import AugmentedFaces, ResumableSampler
@@ -372,8 +371,9 @@ def run(args: argparse.Namespace) -> int:
                    "first_logged_loss": first_loss,
                    "last_logged_loss": last_loss, "seconds": round(elapsed, 1),
                    "images_per_s": round((step - start_step) * total_batch / elapsed, 1) if elapsed > 0 else None,
-                   "checkpoint": display_path(last), "model": display_path(out / "model.pt"),
-                   "curve": display_path(curve) if curve else None}
+                   # relative to the run directory: the record names no machine path when it is published
+                   "checkpoint": str(last.relative_to(out)), "model": "model.pt",
+                   "curve": str(Path(curve).relative_to(out)) if curve else None}
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
         print(json.dumps(summary), flush=True)
     fdist.barrier(info)
