@@ -3,7 +3,7 @@ DATA ?= $(if $(FACEVERIFY_DATA),$(FACEVERIFY_DATA),../shared/data)
 PAIR_SAME = $(DATA)/lfw/images/Colin_Powell/Colin_Powell_0001.jpg $(DATA)/lfw/images/Colin_Powell/Colin_Powell_0002.jpg
 PAIR_DIFF = $(DATA)/lfw/images/Colin_Powell/Colin_Powell_0001.jpg $(DATA)/lfw/images/Serena_Williams/Serena_Williams_0001.jpg
 
-.PHONY: setup setup-test demo test bench
+.PHONY: setup setup-test demo test test-fast bench
 
 setup:
 	bash scripts/setup.sh
@@ -17,6 +17,10 @@ demo: setup
 
 test: setup-test
 	.venv/bin/python -m pytest -q
+
+# the tier without training or long start-ups (the tests marked `slow`, tests/conftest.py): < 2 min
+test-fast: setup-test
+	.venv/bin/python -m pytest -q -m "not slow"
 
 bench: setup
 	.venv/bin/python -m bench

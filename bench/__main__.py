@@ -20,6 +20,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from faceverify.paths import display_command
+
 from bench.common import REPO, dump, load_average, machine_info, peak_rss_mb, ratio, versions
 
 # (name, module, title); each module has run(opts) -> dict
@@ -396,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             "sizes": [int(v) for v in args.gallery_sizes.split(",")] if args.gallery_sizes else None}
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     res = {"schema": "faceverify-bench/1", "quick": args.quick,
-           "command": " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)]),
+           "command": f"python -m bench {display_command(sys.argv[1:] if argv is None else argv)}".rstrip(),
            "started": started.isoformat(timespec="seconds"), "machine": machine_info(), "versions": versions(),
            "load_avg_start": load_average(), "options": opts, "sections": {}}
     order = [n for n in NAMES if n in selected]

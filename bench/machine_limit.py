@@ -120,7 +120,7 @@ def run(opts: dict) -> dict:
         row["best_img_s"] = row["img_s"][best]["median"]
         row["fp32_img_s"] = row["img_s"]["fp32"]["median"]
         row["best_gflop_s"] = round(row["best_img_s"] * row["gflops_per_img"], 1)
-        # the ratio: sustained network GFLOP/s over the fp32 GEMM peak measured above
+        # how close training gets to the machine: sustained network GFLOP/s over the fp32 GEMM peak measured above
         row["fraction_of_fp32_gemm_peak"] = round(row["best_gflop_s"] / peak, 3)
         row["fp32_fraction_of_fp32_gemm_peak"] = round(row["fp32_img_s"] * row["gflops_per_img"] / peak, 3)
         # bf16 runs on the bf16 units: also against the bf16 GEMM peak

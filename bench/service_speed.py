@@ -1,5 +1,5 @@
 """Section 6 — the REST service: ``POST /verify`` p50/p95/p99 and req/s at 1, 8 and 32 concurrent
-clients on loopback, with the service issue's load script (``bench.load_service``: a real
+clients on loopback, with the service's load script (``bench.load_service``: a real
 ``faceverify serve`` subprocess, httpx clients cycling 4 LFW photo pairs). Each level is run
 ``repeats`` times; every figure is the median over the runs. Peer: the same pairs verified
 in-process (``Verifier.verify`` on the JPEG bytes), so the ratio is the cost of HTTP, multipart

@@ -236,7 +236,7 @@ def run(opts: dict) -> dict:
         result["dlib"].update(threads=1, tolerance=DLIB_TOLERANCE, dlib=dlib.__version__,
                               pipeline="face_recognition: HOG upsample 1, largest face, 5-point chip, 128-d ResNet, Euclidean")
         dlib_p50 = result["dlib"]["p50_ms"]
-    # the headline: dlib's p50 / ours (> 1: faceverify faster)
+    # the headline: dlib's p50 / ours (> 1: faceverify faster)
     result["headline"] = {
         "faceverify_p50_ms": fv["p50_ms"], "faceverify_p95_ms": fv["p95_ms"],
         "dlib_p50_ms": dlib_p50, "dlib_p95_ms": None if missing else result["dlib"]["p95_ms"],

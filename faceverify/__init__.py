@@ -4,10 +4,15 @@ training and distillation, LFW/MegaFace evaluation and a FAISS gallery behind a 
     from faceverify import Verifier
     verifier = Verifier.from_model()          # the shipped default model (models/default)
     verifier.verify("a.jpg", "b.jpg")         # paths, bytes or RGB arrays -> verdict dict
+    verifier.embed("a.jpg").vector            # one photo -> its unit-length embedding
+
+Unusable input raises a ``FaceverifyError`` (``.code``: ``no_face``, ``unreadable_image``, ...).
 """
 
+from .errors import FaceverifyError
+
 __version__ = "0.1.0"
-__all__ = ["Verifier", "load_embedder"]
+__all__ = ["FaceverifyError", "Verifier", "load_embedder"]
 
 
 def __getattr__(name: str):

@@ -3,7 +3,7 @@
 A head maps embeddings ``x`` (N, D) and labels ``y`` (N,) to a :class:`HeadOutput`:
 ``logits`` — the (margin) logits that go into the cross-entropy — and ``cos_logits`` — the same
 layer with the margin switched off (m = 1), which is what training accuracy is measured with
-(SphereFace issue #60: accuracy on margin logits is meaningless). The loss is
+(wy1iu/sphereface#60: accuracy on margin logits is meaningless). The loss is
 :class:`MarginLoss` = cross-entropy on ``logits`` (+ optionally Kobayashi's regulariser).
 
 Heads (all bias-free unless stated):

@@ -4,7 +4,9 @@ checkout (or beside the current directory). Nothing is ever downloaded."""
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
+from typing import Sequence
 
 from .errors import DataNotFoundError
 
@@ -65,3 +67,13 @@ def display_path(path: str | os.PathLike) -> str:
         return "$FACEVERIFY_DATA/" + str(p.relative_to(data_root()))
     except (ValueError, DataNotFoundError):
         return p.name
+
+
+def display_command(argv: Sequence[str]) -> str:
+    """A command line for a report: every absolute path in it (``/x/y`` or ``--opt=/x/y``) shown
+    as ``display_path`` shows it, so a report never records this machine's layout."""
+    def shown(arg: str) -> str:
+        option, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+        return f"{option}{eq}{display_path(value)}" if os.path.isabs(value) else arg
+
+    return " ".join(shlex.quote(shown(str(a))) for a in argv)

@@ -26,7 +26,7 @@ import numpy as np
 
 from .detect import SELECTION_POLICIES
 from .embedder import Embedder, load_embedder
-from .errors import EXIT_OK, EXIT_USAGE, ConfigError, FaceverifyError, InvalidInputError, UnknownOperatingPointError, exit_status
+from .errors import EXIT_OK, EXIT_USAGE, ConfigError, FaceverifyError, InvalidInputError, UnknownOperatingPointError, UnsupportedImageError, exit_status
 from .image import DEFAULT_MAX_PIXELS, load_image
 from .models import CALIBRATION_FILE, ModelRef, resolve_model
 from .paths import DEFAULT_MODEL_DIR
@@ -149,6 +149,16 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.clip(np.dot(a, b), -1.0, 1.0))
 
 
+def as_rgb(image, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A path or the file's bytes decoded (``load_image``), or an HxWx3 uint8 RGB array as it is."""
+    if not isinstance(image, np.ndarray):
+        return load_image(image, max_pixels)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise UnsupportedImageError(f"an image array must be HxWx3 uint8 RGB, not {image.shape} {image.dtype}; "
+                                    "pass the file's path or bytes to have it decoded.", shape=list(image.shape))
+    return image
+
+
 def _normalize(v: np.ndarray) -> np.ndarray:
     v = np.asarray(v, dtype=np.float32)
     return v / max(float(np.linalg.norm(v)), 1e-12)
@@ -157,8 +167,19 @@ def _normalize(v: np.ndarray) -> np.ndarray:
 class Verifier:
     """Detect -> choose a face (policy) -> align -> embed -> compare -> verdict.
 
-    Thread-safety: call ``embed_faces`` from one thread at a time (the service funnels all
-    inference through one micro-batching worker); ``decide``/``compare`` are pure.
+    The Python API (README, "Python API")::
+
+        from faceverify import Verifier
+        verifier = Verifier.from_model()              # models/default, with its calibration
+        verifier.verify("a.jpg", "b.jpg")             # -> dict: similarity, threshold, same_person, ...
+        verifier.embed("a.jpg").vector                # -> (verifier.dim,) float32, unit length
+
+    Images are a path, the file's bytes, or an HxWx3 uint8 RGB array. A photo that cannot be used
+    raises a ``FaceverifyError`` subclass with a stable ``code`` (``no_face``, ``multiple_faces``,
+    ``unreadable_image``, ...).
+
+    Thread-safety: call ``embed``/``verify``/``embed_faces`` from one thread at a time (the service
+    funnels all inference through one micro-batching worker); ``threshold``/``compare`` are pure.
     """
 
     def __init__(self, embedder: Embedder, calibration: Calibration | None = None, aligner: FaceAligner | None = None,
@@ -176,9 +197,13 @@ class Verifier:
 
     @classmethod
     def from_model(cls, model: str | Path | ModelRef | None = None, flip: str | None = None, device: str = "cpu") -> "Verifier":
-        """Load a model once (any spec ``faceverify.models.resolve_model`` takes; ``models/default``
-        when ``model`` is None) with its calibration; the flip mode defaults to the one the
-        calibration was measured with."""
+        """Load a model once, with its calibrated thresholds.
+
+        ``model``: None for the shipped ``models/default``; a checkpoint ``.pt``, a model directory
+        (``model.pt`` + ``calibration.json``), an ``.onnx`` file, or ``"dlib"`` (the ``[dlib]`` extra)
+        — any spec ``faceverify.models.resolve_model`` takes. ``flip``: test-time flip mode
+        (``none``/``sum``/``concat``); default: the one the calibration was measured with. Raises
+        ``ConfigError``/``CheckpointError`` for a missing or broken model."""
         ref = resolve_model(model)
         calibration = Calibration.for_model(ref)
         flip = flip or calibration.flip or "none"
@@ -197,11 +222,16 @@ class Verifier:
 
     @property
     def dim(self) -> int:
+        """Length of an embedding (``FaceResult.vector``)."""
         return int(self.embedder.dim)
 
     # -- thresholds -----------------------------------------------------------------------
 
     def threshold(self, override: float | None = None, operating_point: str | None = None) -> ThresholdChoice:
+        """The cosine threshold a verdict uses: ``override`` if given, else the calibrated one of
+        ``operating_point`` (default: the calibration's ``default_operating_point``, else
+        ``far_1e-3``), else the uncalibrated default 0.5 (said so in ``.source``). Raises
+        ``UnknownOperatingPointError`` for a name it does not know."""
         if override is not None:
             if not isinstance(override, (int, float, np.number)) or not np.isfinite(override):
                 raise InvalidInputError(f"threshold {override!r} is not a finite number.", field="threshold")
@@ -234,8 +264,16 @@ class Verifier:
                 results[i] = FaceResult(_normalize(vectors[row]), aligned)
         return results
 
-    def embed_one(self, image: np.ndarray, policy: str = DEFAULT_POLICY) -> FaceResult:
-        result = self.embed_faces([image], [policy])[0]
+    def embed(self, image, policy: str = DEFAULT_POLICY, max_pixels: int = DEFAULT_MAX_PIXELS) -> FaceResult:
+        """One photo -> its chosen face's embedding.
+
+        ``image``: a path, the file's bytes, or an HxWx3 uint8 RGB array. ``policy``: which face
+        when there are several (``largest_central``, ``largest``, ``central``, ``highest_score``,
+        or ``reject`` to refuse them). Returns a ``FaceResult``: ``.vector`` is the L2-normalised
+        embedding (``self.dim`` float32 values; the cosine of two is ``vector @ other.vector``),
+        ``.aligned`` the face it came from (box, landmarks, score, the aligned crop). Raises the
+        image's typed error (``NoFaceError``, ``MultipleFacesError``, ``UnreadableImageError``, ...)."""
+        result = self.embed_faces([as_rgb(image, max_pixels)], [policy])[0]
         if isinstance(result, FaceverifyError):
             raise result
         return result
@@ -243,6 +281,8 @@ class Verifier:
     # -- verdicts -------------------------------------------------------------------------
 
     def compare(self, a: FaceResult, b: FaceResult, threshold: float | None = None, operating_point: str | None = None) -> dict:
+        """The verdict on two embedded faces: ``similarity`` (cosine), ``threshold``,
+        ``same_person`` (similarity > threshold) and ``threshold_source``."""
         choice = self.threshold(threshold, operating_point)
         similarity = cosine(a.vector, b.vector)
         return {
@@ -254,10 +294,19 @@ class Verifier:
 
     def verify(self, image1, image2, threshold: float | None = None, operating_point: str | None = None,
                policy: str = DEFAULT_POLICY, max_pixels: int = DEFAULT_MAX_PIXELS, include_crops: bool = False) -> dict:
-        """Verify two images (paths, bytes or RGB arrays); raises the first input's typed error."""
+        """Do two photos show the same person?
+
+        ``image1``, ``image2``: paths, the files' bytes, or HxWx3 uint8 RGB arrays. ``threshold``
+        overrides the calibrated one; ``operating_point`` picks it (``far_1e-2``, ``far_1e-3``,
+        ``far_1e-4``, ``best_accuracy``; default: the model's, see ``threshold``); ``policy``
+        chooses the face (see ``embed``).
+        Returns a dict: ``similarity`` (cosine in [-1, 1]), ``threshold``, ``same_person``,
+        ``threshold_source`` (where the threshold came from), ``faces`` (the two faces used; with
+        ``include_crops`` their aligned crops as base64 PNG), ``model`` and ``timings_ms``.
+        Raises the typed error of the first unusable image."""
         t0 = time.perf_counter()
         self.threshold(threshold, operating_point)  # fail fast on a bad operating point
-        imgs = [im if isinstance(im, np.ndarray) else load_image(im, max_pixels) for im in (image1, image2)]
+        imgs = [as_rgb(im, max_pixels) for im in (image1, image2)]
         t1 = time.perf_counter()
         results = self.embed_faces(imgs, [policy, policy])
         t2 = time.perf_counter()

@@ -1,4 +1,10 @@
-"""Shared test fixtures: real data from the shared data root (FACEVERIFY_DATA or ../shared/data)."""
+"""Shared test fixtures: real data from the shared data root (FACEVERIFY_DATA or ../shared/data).
+
+Tiers: ``make test`` runs everything; ``make test-fast`` runs ``-m "not slow"``, which leaves out
+every test that trains a network or waits on a long start-up. Tests are ``slow`` by an explicit
+``@pytest.mark.slow`` (training runs, the full LFW run, bench, the deepest networks) or, below,
+by the fixtures they use: the session's tiny served model (trained on first use) and PostgreSQL.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,15 @@ import os
 import pytest
 
 from faceverify.paths import data_root
+
+
+SLOW_FIXTURES = {"tiny_model", "pg_cluster"}  # a network trained in the session; a PostgreSQL cluster
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +58,7 @@ def pg_cluster():
     cluster.destroy()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
 def gallery_store(request, tmp_path):
     """A fresh, empty gallery location for each storage back-end: a directory (SQLite) or the URL
     of a new database in the test cluster (PostgreSQL)."""

@@ -20,7 +20,10 @@ def test_registry_names():
         build_backbone("sphereface20", no_such_option=1)
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+DEEPEST = {"iresnet50", "sphereface64"}  # seconds each on a CPU: the full tier only
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in DEEPEST else n for n in sorted(EXPECTED)])
 @pytest.mark.parametrize("size", [(112, 96), (112, 112)])
 def test_shape_and_gradient(name, size):
     torch.manual_seed(0)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # each runs `python -m bench` sections (the training section trains)
 
 
 def run_bench(out: Path, *args: str) -> tuple[dict, str]:
@@ -57,7 +58,9 @@ def test_verify_and_gallery_with_dlib_missing(tmp_path):
     assert set(sizes) == {"3000", "30000"}
     assert sizes["3000"]["index"]["type"] == "flat" and sizes["30000"]["index"]["type"] == "ivf"
     for r in sizes.values():
-        assert r["p50_ms"] > 0 and 0 <= r["recall_at_1"] <= 1 and r["memory_gb"] > 0 and r["speedup_vs_numpy"] > 0
+        assert r["p50_ms"] > 0 and r["recall_at_1"] <= 1 and r["memory_gb"] > 0 and r["speedup_vs_numpy"] > 0
+    # against numpy's exact top-1: the flat index is exact, IVF nearly so (0.999 at 1M in RESULTS.md)
+    assert sizes["3000"]["recall_at_1"] >= 0.99 and sizes["30000"]["recall_at_1"] >= 0.9
     assert "gallery_1m" not in res  # no 1M gallery in this run
     assert res["machine"]["usable_cpus"] >= 1 and res["versions"]["torch"]
     assert_finite_non_negative({k: v for k, v in res.items() if k != "options"})
@@ -75,7 +78,11 @@ def test_verify_pair_against_dlib(tmp_path):
     assert c["faceverify_p95_vs_quiet"] == pytest.approx(c["faceverify_p95_ms"] / c["faceverify_quiet_p95_ms"], rel=0.01)
     assert res["sections"]["verify_pair"]["faceverify"]["omp_wait_policy"] == os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
     assert "competing busy process" in md and len(res["headline"]["goals"]) == 3
-    assert res["skipped"] == [] and res["headline"]["goals"][0]["met"] in (True, False)
+    assert res["skipped"] == []
+    speed, tail, versus_dlib = res["headline"]["goals"]  # each goal's verdict is its own value against its bar
+    assert speed["value"] == vp["speedup"] and speed["met"] is (vp["speedup"] >= 2)
+    assert tail["value"] == c["faceverify_p95_vs_quiet"] and tail["met"] is (c["faceverify_p95_vs_quiet"] <= 2)
+    assert versus_dlib["value"] == c["dlib_p95_vs_faceverify"] and versus_dlib["met"] is (c["dlib_p95_vs_faceverify"] > 1)
 
 
 def test_model_sections_smallest(tmp_path):

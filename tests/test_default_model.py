@@ -55,6 +55,7 @@ def test_the_committed_recipe_trained_the_default_model(manifest):
     assert recipe_hash(state["config"]) == manifest["recipe_sha256"] == recipe_hash(committed)
 
 
+@pytest.mark.slow  # MTCNN and the network on all 7,701 View 2 images: ~2 minutes
 def test_eval_lfw_reproduces_the_committed_accuracy(manifest, tmp_path):
     committed = json.loads((DEFAULT_MODEL_DIR / "report" / "lfw.json").read_text())
     out = tmp_path / "lfw"

@@ -38,6 +38,7 @@ def test_models_dlib_holds_a_calibration_measured_on_view1():
     assert card["licence"].startswith("public domain")
 
 
+@pytest.mark.slow  # two CLI processes, each loading MTCNN and dlib
 def test_verify_cli_with_dlib(lfw_images):
     powell, powell2, serena = pairs(lfw_images)
     out = []
@@ -58,11 +59,12 @@ def test_dlib_verifier_embeds_from_given_landmarks(lfw_images):
     powell, powell2, serena = pairs(lfw_images)
     result = verifier.verify(powell, powell2)
     assert result["same_person"] and result["faces"][0]["source"] == "mtcnn"
-    a, b = (verifier.embed_one(load_image(p)) for p in (powell, serena))
+    a, b = (verifier.embed(load_image(p)) for p in (powell, serena))
     assert a.vector.shape == (128,) and np.isclose(np.linalg.norm(a.vector), 1.0, atol=1e-5)
     assert float(a.vector @ b.vector) < verifier.threshold().value
 
 
+@pytest.mark.slow  # a server start-up
 def test_serve_with_dlib(lfw_images, tmp_path):
     powell, powell2, serena = pairs(lfw_images)
     server = LiveServer("dlib", tmp_path / "gallery").start()

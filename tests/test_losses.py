@@ -172,7 +172,7 @@ def test_m2_gradient_equals_paper_closed_form(theta_deg):
 def test_lambda_schedule_matches_caffe_formula():
     sched = LambdaSchedule()  # base 1000, gamma 0.12, power 1, lambda_min 5
     assert sched.value_at(0) == 1000.0
-    assert sched.value_at(500) == pytest.approx(1000.0 / 61.0)  # 16.39, the log in sphereface#103
+    assert sched.value_at(500) == pytest.approx(1000.0 / 61.0)  # 16.39, the log in wy1iu/sphereface#103
     assert sched.value_at(1658) == pytest.approx(1000.0 / (1 + 0.12 * 1658))  # 5.001, still above the floor
     assert sched.value_at(1659) == 5.0  # 4.998 -> clamped
     assert sched.value_at(28000) == 5.0

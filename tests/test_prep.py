@@ -65,6 +65,7 @@ def test_prep_writes_packed_set_failures_and_summary(small_source, tmp_path):
     assert len(set(faces.paths)) == len(faces.paths)
 
 
+@pytest.mark.slow  # two prep processes, one killed mid-run
 def test_killed_prep_resumes_without_duplicates_or_losses(small_source, tmp_path):
     dst = tmp_path / "resumed"
     args = [str(small_source), str(dst), "--chunk-size", "8"]

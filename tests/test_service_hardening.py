@@ -1,4 +1,4 @@
-"""Service hardening (issue 12), against a real ``faceverify serve`` on 127.0.0.1 with the tiny
+"""Service hardening, against a real ``faceverify serve`` on 127.0.0.1 with the tiny
 model, real MTCNN and real LFW photos: HTTP semantics (405 + Allow, HEAD), client hang-ups are
 not server errors, every error code is documented and precise, nothing discloses server paths or
 echoes huge input, ``--auth all`` covers the docs and the demo page, keys never come from the

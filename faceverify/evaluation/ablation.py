@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from ..errors import DataNotFoundError
+from ..paths import display_path
 from .report import _plt, write_json
 
 
@@ -56,7 +57,7 @@ def summarize_run(run_dir: str | Path) -> dict:
     metrics = _read_csv(run / "metrics.csv")
     summary = _read_json(run / "summary.json") or {}
     return {
-        "run": run.name, "path": str(run), "loss": head_label(cfg), "seed": int(cfg["seed"]),
+        "run": run.name, "path": display_path(run), "loss": head_label(cfg), "seed": int(cfg["seed"]),
         "steps": int(metrics["step"][-1]) if metrics else 0,
         "final_train_loss": float(metrics["loss"][-10:].mean()) if metrics else None,
         "final_train_accuracy": float(metrics["accuracy"][-10:].mean()) if metrics else None,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ import numpy as np
 
 from faceverify.errors import ConfigError, DataNotFoundError, FaceverifyError, exit_status
 from faceverify.models import resolve_model
-from faceverify.paths import display_path
+from faceverify.paths import display_command, display_path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".webp"}
 
@@ -231,7 +230,7 @@ def run_lfw(args, command: str) -> dict:
         landmarks = {p: table[p] for p in images}
         from faceverify.evaluation.features import file_digest
 
-        alignment = {"source": "landmarks", "file": str(args.landmarks), "sha1": file_digest(args.landmarks),
+        alignment = {"source": "landmarks", "file": display_path(args.landmarks), "sha1": file_digest(args.landmarks),
                      "scale": args.landmark_scale}
     if spec == "dlib":
         alignment = {"source": f"dlib {args.dlib_detector}", "points": args.dlib_points, "fallback": "center_crop"}
@@ -547,7 +546,7 @@ def print_megaface(d: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    command = "faceverify eval " + " ".join(shlex.quote(a) for a in argv)
+    command = "faceverify eval " + display_command(argv)
     try:
         if args.protocol == "lfw":
             print_lfw(run_lfw(args, command))

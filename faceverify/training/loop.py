@@ -381,7 +381,9 @@ def train(cfg: dict, out: str | os.PathLike, resume: bool = False,
                    "first_logged_loss": first_loss,
                    "last_logged_loss": last_loss, "seconds": round(elapsed, 1),
                    "images_per_s": round((step - start_step) * total_batch / elapsed, 1) if elapsed > 0 else None,
-                   "checkpoint": str(last), "model": str(out / "model.pt"), "curve": str(curve) if curve else None}
+                   # relative to the run directory: the record names no machine path when it is published
+                   "checkpoint": str(last.relative_to(out)), "model": "model.pt",
+                   "curve": str(Path(curve).relative_to(out)) if curve else None}
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
         print(json.dumps(summary), flush=True)
     fdist.barrier(info)
