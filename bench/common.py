@@ -169,7 +169,8 @@ def peer_missing(name: str, disabled: list[str] | tuple[str, ...] = ()) -> str |
 
 
 def default_recipe() -> Path:
-    """The recipe of the shipped model: train/configs/default.yaml, or cpu.yaml until it exists."""
+    """The margin-only recipe (train/configs/default.yaml, or cpu.yaml until it exists): the trainer's
+    speed without the teacher targets the shipped distillation recipe needs."""
     for name in ("default.yaml", "cpu.yaml"):
         path = REPO / "train" / "configs" / name
         if path.is_file():

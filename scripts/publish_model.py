@@ -59,7 +59,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a finished `faceverify train` run directory (with model.pt)")
     p.add_argument("--to", default=str(REPO / "models" / "default"))
-    p.add_argument("--recipe", default="train/configs/default.yaml", help="the committed recipe the run used")
+    p.add_argument("--recipe", default="train/configs/distill/default.yaml", help="the committed recipe the run used")
     p.add_argument("--flip", default="sum", choices=["none", "sum", "concat"], help="the model's evaluation flip mode")
     p.add_argument("--no-center", action="store_true", help="the model's evaluation does not centre features (chosen on View 1)")
     args = p.parse_args()

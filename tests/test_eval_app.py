@@ -254,3 +254,35 @@ def test_ablation_report_table_and_curves(tmp_path, capsys):
     assert "| A-Softmax (m=4) | 0 | 20 | 86.00 | — | 87.00 ± 1.00 | 20.00 |" in table
     assert "| softmax | 0 | 20 | 81.00 |" in table
     assert (tmp_path / "report" / "ablation_curves.png").stat().st_size > 10_000
+
+
+def test_distillation_ablation_table_names_terms_crop_and_data(tmp_path):
+    import yaml
+
+    runs = []
+    for name, distill, data in (
+        ("distill_only", {"teacher": "dlib", "raw": 1.0, "cosine": 1.0, "relational": 0.5, "margin": 0.0},
+         {"template": "84x72", "sources": ["pins", "celeba10k"], "select": []}),
+        ("margin_only", {"teacher": "dlib", "raw": 0.0, "cosine": 0.0, "relational": 0.0, "margin": 1.0},
+         {"template": "84x72", "sources": ["pins", "celeba10k", "utkface"], "select": ["pins", "celeba10k"]}),
+        ("both", {"teacher": "dlib", "raw": 1.0, "cosine": 1.0, "relational": 0.5, "margin": 0.1},
+         {"template": "56x48", "sources": ["pins"], "select": []}),
+    ):
+        run = tmp_path / name
+        (run / "view1").mkdir(parents=True)
+        (run / "lfw").mkdir()
+        head = {"name": "cosface", "kwargs": {"s": 30, "m": 0.35}}
+        (run / "config.yaml").write_text(yaml.safe_dump({"seed": 0, "head": head, "distill": distill, "data": data}))
+        (run / "metrics.csv").write_text("step,loss,accuracy,lr,lambda,distill_cos\n10,1.0,0,0.01,0,0.5\n3000,0.4,0,0.01,0,0.86\n")
+        (run / "summary.json").write_text(json.dumps({"seconds": 1533.2, "images_per_s": 250.4}))
+        (run / "view1" / "view1.json").write_text(json.dumps({"accuracy_devtest": 0.9469}))
+        (run / "lfw" / "lfw.json").write_text(json.dumps({"accuracy_mean": 0.9567, "accuracy_std": 0.0111,
+                                                           "tar_at_far": {"0.001": 0.6307}}))
+        runs.append(str(run))
+    assert eval_app.main(["ablation", *runs, "--out", str(tmp_path / "report")]) == 0
+    table = (tmp_path / "report" / "ablation.md").read_text()
+    assert table.startswith("# Distillation ablation")
+    assert ("| distill_only | distillation (raw + cosine + relational) | 84x72 | pins, celeba10k | 3000 | 94.69 | "
+            "95.67 ± 1.11 | 63.07 | 26 |") in table
+    assert "| margin_only | CosFace (m=0.35, s=30) | 84x72 | pins, celeba10k | 3000 |" in table  # data.select, not sources
+    assert "| both | distillation (raw + cosine + relational) + CosFace (m=0.35, s=30) x0.1 | 56x48 | pins |" in table

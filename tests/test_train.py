@@ -208,12 +208,44 @@ def test_recipe_errors_are_clear(tmp_path):
     assert train_main(["--config", str(SMOKE), "--out", str(tmp_path / "x"), "--set", "train.batch_size=0"]) == 2
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "train" / "configs").glob("*.yaml")))
+@pytest.mark.parametrize("name", sorted(str(p.relative_to(REPO / "train" / "configs")) for p in (REPO / "train" / "configs").rglob("*.yaml")))
 def test_shipped_recipes_load(name):
     cfg = load_config(REPO / "train" / "configs" / name)
     from faceverify.align import TEMPLATES
 
     assert cfg["data"]["template"] in TEMPLATES
+
+
+def test_loss_ablation_rows_differ_from_their_recipe_in_the_head_only():
+    shared = load_config(REPO / "train" / "configs" / "ablation.yaml")
+    rows = sorted((REPO / "train" / "configs" / "ablation").glob("*.yaml"))
+    heads = {}
+    for row in rows:
+        cfg = load_config(row)
+        assert {s for s in cfg if cfg[s] != shared[s]} <= {"name", "head"}, row.name
+        heads[row.stem] = (cfg["head"]["name"], cfg["head"]["kwargs"], cfg["head"]["regularizer"])
+    assert heads == {"arcface": ("arcface", {"s": 64, "m": 0.5}, 0.0), "asoftmax_m4": ("asoftmax", {"m": 4}, 0.0),
+                     "cosface": ("cosface", {"s": 30, "m": 0.35}, 0.0), "lsoftmax_m2": ("lsoftmax", {"m": 2}, 0.0),
+                     "softmax": ("softmax", {}, 0.0), "softmax_reg": ("softmax", {}, 0.3)}
+    # the margin-only recipe is the ablation's CosFace row under its own name
+    default = load_config(REPO / "train" / "configs" / "default.yaml")
+    assert {**default, "name": None} == {**load_config(rows[[r.stem for r in rows].index("cosface")]), "name": None}
+
+
+def test_head_specific_keys_are_validated():
+    cosface = ["head.name=cosface", "head.kwargs={s: 30, m: 0.35}"]
+    with pytest.raises(ConfigError, match="cosface' does not use it"):
+        load_config(SMOKE, cosface)  # the smoke recipe's A-Softmax annealing would be silently unused
+    assert load_config(SMOKE, cosface + ["head.lambda=null"])["head"]["lambda"] is None
+    with pytest.raises(ConfigError, match="not options of 'cosface'"):
+        load_config(SMOKE, ["head.name=cosface", "head.kwargs={s: 30, margin: 0.35}", "head.lambda=null"])
+    with pytest.raises(ConfigError, match="unknown head"):
+        load_config(SMOKE, ["head.name=cosfce"])
+    with pytest.raises(ConfigError, match="unknown keys"):
+        load_config(SMOKE, ["head.lambda={base: 1000, gama: 0.1}"])
+    # an annealed head without a schedule gets the Caffe release's
+    annealed = load_config(SMOKE, ["head.lambda=null"])["head"]["lambda"]
+    assert annealed == {"base": 1000.0, "gamma": 0.12, "power": 1.0, "lambda_min": 5.0}
 
 
 def test_gpu_recipe_is_the_paper_recipe():

@@ -1,5 +1,7 @@
-"""The loss ablation report: one row per training run (its recipe's head, seed, LFW View 1 and
-View 2 accuracy) and every run's training curves in one figure.
+"""The ablation report: one row per training run (what it learned from, LFW View 1 and View 2
+accuracy) and every run's training curves in one figure. Two tables: the loss ablation (the head
+is the only difference) and, when the runs distil a teacher, the distillation ablation (which
+terms, crop size and data each row trained with).
 
 A run directory is what ``faceverify train`` writes (``config.yaml``, ``metrics.csv``, ``val.csv``)
 plus the evaluations ``scripts/ablation.sh`` adds: ``view1/view1.json`` (``faceverify eval
@@ -35,6 +37,19 @@ def head_label(cfg: dict) -> str:
     return label
 
 
+def losses_label(cfg: dict) -> str:
+    """What a run learned from: the distillation terms (``distill.*`` weights) and/or the margin head."""
+    d = cfg.get("distill") or {}
+    if not d.get("teacher"):
+        return head_label(cfg)
+    terms = [name for name, key in (("raw", "raw"), ("cosine", "cosine"), ("relational", "relational")) if float(d.get(key) or 0) > 0]
+    parts = [f"distillation ({' + '.join(terms)})"] if terms else []
+    margin = float(d.get("margin") or 0)
+    if margin > 0:
+        parts.append(head_label(cfg) + ("" if not terms else f" x{margin:g}"))
+    return " + ".join(parts)
+
+
 def _read_csv(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         return {}
@@ -56,8 +71,11 @@ def summarize_run(run_dir: str | Path) -> dict:
     view1_raw = _read_json(run / "view1_nocenter" / "view1.json")
     metrics = _read_csv(run / "metrics.csv")
     summary = _read_json(run / "summary.json") or {}
+    data = cfg.get("data") or {}
     return {
         "run": run.name, "path": display_path(run), "loss": head_label(cfg), "seed": int(cfg["seed"]),
+        "distills": bool((cfg.get("distill") or {}).get("teacher")), "losses": losses_label(cfg),
+        "template": data.get("template"), "data": list(data.get("select") or data.get("sources") or []),
         "steps": int(metrics["step"][-1]) if metrics else 0,
         "final_train_loss": float(metrics["loss"][-10:].mean()) if metrics else None,
         "final_train_accuracy": float(metrics["accuracy"][-10:].mean()) if metrics else None,
@@ -67,6 +85,7 @@ def summarize_run(run_dir: str | Path) -> dict:
         "view2_std": view2["accuracy_std"] if view2 else None,
         "view2_tar_far_1e-3": (view2 or {}).get("tar_at_far", {}).get("0.001"),
         "train_images_per_s": summary.get("images_per_s"),
+        "train_minutes": round(summary["seconds"] / 60, 1) if summary.get("seconds") else None,
     }
 
 
@@ -85,20 +104,37 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def distill_table(rows: list[dict]) -> str:
+    """The distillation ablation: each row's terms, crop size and data, at one budget."""
+    lines = ["| run | learns from | crop | data | steps | LFW View 1 (DevTest) % | LFW View 2 10-fold % | "
+             "TAR @ FAR 1e-3 % | training min |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        v2 = "—" if r["view2_accuracy"] is None else f"{_pct(r['view2_accuracy'])} ± {_pct(r['view2_std'])}"
+        minutes = "—" if r["train_minutes"] is None else f"{r['train_minutes']:.0f}"
+        lines.append(f"| {r['run']} | {r['losses']} | {r['template']} | {', '.join(r['data'])} | {r['steps']} | "
+                     f"{_pct(r['view1_accuracy'])} | {v2} | {_pct(r['view2_tar_far_1e-3'])} | {minutes} |")
+    return "\n".join(lines) + "\n"
+
+
+def report_table(rows: list[dict]) -> str:
+    return distill_table(rows) if any(r["distills"] for r in rows) else markdown_table(rows)
+
+
 def plot_curves(path: str | Path, run_dirs: list[str | Path]) -> Path:
     """Training loss, training accuracy and View 1 validation accuracy of every run, one panel each."""
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=110)
     for run in map(Path, run_dirs):
         cfg = yaml.safe_load((run / "config.yaml").read_text())
-        label = f"{head_label(cfg)} s{cfg['seed']}"
+        label = f"{run.name}: {losses_label(cfg)}" if (cfg.get("distill") or {}).get("teacher") else f"{head_label(cfg)} s{cfg['seed']}"
         m, v = _read_csv(run / "metrics.csv"), _read_csv(run / "val.csv")
         if m:
             line, = axes[0].plot(m["step"], m["loss"], lw=0.8, label=label)
-            axes[1].plot(m["step"], m["accuracy"], lw=0.8, color=line.get_color())
+            # a distillation run: the student's agreement with the teacher (its margin head may be off)
+            axes[1].plot(m["step"], m["distill_cos"] if "distill_cos" in m else m["accuracy"], lw=0.8, color=line.get_color())
             if v:
                 axes[2].plot(v["step"], v["accuracy"], marker="o", ms=3, color=line.get_color())
-    for ax, title in zip(axes, ("training loss (each loss on its own scale)", "training accuracy (margin-free argmax)",
+    for ax, title in zip(axes, ("training loss (each loss on its own scale)", "training accuracy (margin-free argmax); distillation: cos(student, teacher)",
                                 "LFW View 1 DevTest accuracy (best threshold, SphereFace landmarks)")):
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
@@ -117,6 +153,7 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path, command: str) 
     out = Path(out_dir)
     write_json(out / "ablation.json", {"runs": rows, "command": command})
     plot_curves(out / "ablation_curves.png", run_dirs)
-    (out / "ablation.md").write_text(f"# Loss ablation\n\n`{command}`\n\n{markdown_table(rows)}\n"
+    title = "Distillation ablation" if any(r["distills"] for r in rows) else "Loss ablation"
+    (out / "ablation.md").write_text(f"# {title}\n\n`{command}`\n\n{report_table(rows)}\n"
                                      "![training curves](ablation_curves.png)\n")
     return {"runs": rows}

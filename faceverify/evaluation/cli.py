@@ -80,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="write the service thresholds measured on View 1's images to calibration.json beside the model "
                          "(scripts/publish_model.py does this)")
 
-    ab = sub.add_parser("ablation", help="table (View 1 / View 2 accuracy per loss) and training curves of several "
-                                         "runs (scripts/ablation.sh)")
+    ab = sub.add_parser("ablation", help="table (View 1 / View 2 accuracy per run: the loss ablation, or the "
+                                         "distillation ablation when the runs distil a teacher) and training curves")
     ab.add_argument("runs", nargs="+", help="run directories of faceverify train, evaluated by scripts/ablation.sh")
     ab.add_argument("--out", required=True, help="output directory for ablation.{json,md} and ablation_curves.png")
 
@@ -551,9 +551,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.protocol == "lfw":
             print_lfw(run_lfw(args, command))
         elif args.protocol == "ablation":
-            from faceverify.evaluation.ablation import markdown_table, write_report
+            from faceverify.evaluation.ablation import report_table, write_report
 
-            print(markdown_table(write_report(args.runs, args.out, command)["runs"]))
+            print(report_table(write_report(args.runs, args.out, command)["runs"]))
         elif args.protocol == "lfw-view1":
             d = run_view1(args, command)
             print(f"LFW View 1: {100 * d['accuracy_devtest']:.2f}% on {d['pairs_devtest']} pairsDevTest pairs "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import json
 import os
 from pathlib import Path
@@ -54,8 +55,9 @@ DEFAULTS: dict = {
     "head": {
         "name": "asoftmax",
         "kwargs": {"m": 4},
-        # A-Softmax / L-Softmax annealing (SphereFace Caffe defaults); null for other heads
-        "lambda": {"base": 1000.0, "gamma": 0.12, "power": 1.0, "lambda_min": 5.0},
+        # A-Softmax / L-Softmax annealing; null: SphereFace's Caffe schedule (ANNEALING) for those heads.
+        # Other heads take no lambda: a recipe that gives one is refused (validate)
+        "lambda": None,
         "regularizer": 0.0,  # Kobayashi BMVC'19 lambda (0.3 in the paper); 0 = off
     },
     "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False, "grad_clip": 0.0},
@@ -75,6 +77,9 @@ DEFAULTS: dict = {
     },
     "val": {"every": 2000, "pairs": 400, "batch_size": 64},  # LFW View 1 pairsDevTest.txt; every 0 = off
 }
+
+# SphereFace's Caffe release: lambda = max(lambda_min, base * (1 + gamma * iter)^-power)
+ANNEALING = {"base": 1000.0, "gamma": 0.12, "power": 1.0, "lambda_min": 5.0}
 
 # keys whose values are free-form dicts (not checked against DEFAULTS)
 FREE = {("model", "kwargs"), ("head", "kwargs"), ("head", "lambda"), ("data", "origins"), ("distill", "teacher_kwargs")}
@@ -135,7 +140,39 @@ def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> dict:
     for item in overrides:
         cfg = apply_override(cfg, item)
     validate(cfg)
+    if _head_class(cfg["head"]["name"]).lamb_supported and cfg["head"]["lambda"] is None:
+        cfg["head"]["lambda"] = dict(ANNEALING)
     return cfg
+
+
+def _head_class(name: str):
+    from ..losses import HEADS
+
+    if name not in HEADS:
+        raise ConfigError(f"unknown head {name!r}; choose one of {sorted(HEADS)}.")
+    return HEADS[name]
+
+
+def validate_head(head: dict) -> None:
+    """Head-specific keys: ``kwargs`` must be options of that head, and only the annealed heads
+    (A-Softmax, L-Softmax) take ``lambda``, so no recipe carries a key its head ignores."""
+    cls = _head_class(head["name"])
+    kwargs = head["kwargs"] or {}
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"head.kwargs must be a mapping of {head['name']} options, got {kwargs!r}.")
+    try:
+        inspect.signature(cls).bind(1, 2, **kwargs)  # (embedding_dim, num_classes, **options)
+    except TypeError as exc:
+        options = [p for p in list(inspect.signature(cls).parameters)[2:]]
+        raise ConfigError(f"head.kwargs {sorted(kwargs)} are not options of {head['name']!r} ({exc}); "
+                          f"it takes {options}.") from None
+    if head["lambda"] is not None:
+        if not cls.lamb_supported:
+            raise ConfigError(f"head.lambda is the A-Softmax/L-Softmax annealing; {head['name']!r} does not use it: "
+                              "remove it from the recipe (or set it to null over a recipe it extends).")
+        unknown = set(head["lambda"]) - set(ANNEALING)
+        if unknown:
+            raise ConfigError(f"head.lambda has unknown keys {sorted(unknown)}; it takes {sorted(ANNEALING)}.")
 
 
 def template_size(template: str) -> tuple[int, int]:
@@ -147,6 +184,7 @@ def template_size(template: str) -> tuple[int, int]:
 
 def validate(cfg: dict) -> None:
     data, train = cfg["data"], cfg["train"]
+    validate_head(cfg["head"])
     template_size(data["template"])
     if not data["packed"] and not data["sources"]:
         raise ConfigError("the recipe needs data.packed (a prepared set) or data.sources (identity folders to prepare).")
