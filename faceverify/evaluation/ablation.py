@@ -135,7 +135,7 @@ def plot_curves(path: str | Path, run_dirs: list[str | Path]) -> Path:
             if v:
                 axes[2].plot(v["step"], v["accuracy"], marker="o", ms=3, color=line.get_color())
     for ax, title in zip(axes, ("training loss (each loss on its own scale)", "training accuracy (margin-free argmax); distillation: cos(student, teacher)",
-                                "LFW View 1 DevTest accuracy (best threshold, SphereFace landmarks)")):
+                                "LFW View 1 DevTest accuracy (best threshold, MTCNN alignment)")):
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
