@@ -179,7 +179,12 @@ def test_postgres_restart_under_load(replicas, pg_cluster):
         time.sleep(0.5)
         pg_cluster.stop("fast")
         down_from = time.monotonic()
-        time.sleep(4.0)  # a request waits up to 2 s for a connection before its 503
+        # a request waits up to 2 s for a connection before its 503: keep the store down until each
+        # replica has answered one request sent during the outage (4 s on a quiet machine; longer
+        # when the CPU is busy), at most 30 s
+        time.sleep(4.0)
+        while time.monotonic() < down_from + 30 and {x[0] for x in seen if x[3] > down_from + 0.2} != {a.url, b.url}:
+            time.sleep(0.25)
     finally:
         down_until = time.monotonic()
         pg_cluster.start()
