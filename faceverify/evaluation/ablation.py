@@ -55,7 +55,8 @@ def _read_csv(path: Path) -> dict[str, np.ndarray]:
         return {}
     with path.open() as f:
         rows = list(csv.DictReader(f))
-    return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]} if rows else {}
+    # an empty cell (a column a run does not log, e.g. the teacher agreement without a teacher term) is NaN
+    return {k: np.array([float(r[k]) if r[k] not in ("", None) else np.nan for r in rows]) for k in rows[0]} if rows else {}
 
 
 def _read_json(path: Path) -> dict | None:
@@ -131,7 +132,7 @@ def plot_curves(path: str | Path, run_dirs: list[str | Path]) -> Path:
         if m:
             line, = axes[0].plot(m["step"], m["loss"], lw=0.8, label=label)
             # a distillation run: the student's agreement with the teacher (its margin head may be off)
-            axes[1].plot(m["step"], m["distill_cos"] if "distill_cos" in m else m["accuracy"], lw=0.8, color=line.get_color())
+            axes[1].plot(m["step"], m["distill_cos"] if np.isfinite(m.get("distill_cos", [np.nan])).any() else m["accuracy"], lw=0.8, color=line.get_color())
             if v:
                 axes[2].plot(v["step"], v["accuracy"], marker="o", ms=3, color=line.get_color())
     for ax, title in zip(axes, ("training loss (each loss on its own scale)", "training accuracy (margin-free argmax); distillation: cos(student, teacher)",
