@@ -97,7 +97,7 @@ def _to_faces(boxes, points, min_score: float) -> list[Face]:
 
 def check_policy(policy: str) -> None:
     if policy not in SELECTION_POLICIES:
-        raise InvalidInputError(f"unknown face selection policy {policy!r}; choose one of {SELECTION_POLICIES}")
+        raise InvalidInputError(f"unknown face selection policy {policy!r}; choose one of {SELECTION_POLICIES}", field="policy")
 
 
 def select_face(faces: list[Face], image_shape: tuple[int, ...], policy: str = "largest_central") -> Face:

@@ -257,12 +257,17 @@ HEADS: dict[str, type[_Head]] = {
 }
 
 
-def build_head(name: str, embedding_dim: int, num_classes: int, **kwargs) -> _Head:
-    """A head by registry name, e.g. ``build_head("asoftmax", 512, 10572, m=4)``."""
+def head_class(name: str) -> type[_Head]:
+    """The head class a recipe's ``head.name`` names."""
     try:
-        cls = HEADS[name]
+        return HEADS[name]
     except KeyError:
         raise ConfigError(f"unknown head {name!r}; choose one of {sorted(HEADS)}.") from None
+
+
+def build_head(name: str, embedding_dim: int, num_classes: int, **kwargs) -> _Head:
+    """A head by registry name, e.g. ``build_head("asoftmax", 512, 10572, m=4)``."""
+    cls = head_class(name)
     try:
         return cls(embedding_dim, num_classes, **kwargs)
     except TypeError as exc:

@@ -16,6 +16,7 @@ import yaml
 
 from ..align import TEMPLATES
 from ..errors import ConfigError
+from ..losses import head_class
 
 DEFAULTS: dict = {
     "name": "run",
@@ -140,23 +141,15 @@ def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> dict:
     for item in overrides:
         cfg = apply_override(cfg, item)
     validate(cfg)
-    if _head_class(cfg["head"]["name"]).lamb_supported and cfg["head"]["lambda"] is None:
+    if head_class(cfg["head"]["name"]).lamb_supported and cfg["head"]["lambda"] is None:
         cfg["head"]["lambda"] = dict(ANNEALING)
     return cfg
-
-
-def _head_class(name: str):
-    from ..losses import HEADS
-
-    if name not in HEADS:
-        raise ConfigError(f"unknown head {name!r}; choose one of {sorted(HEADS)}.")
-    return HEADS[name]
 
 
 def validate_head(head: dict) -> None:
     """Head-specific keys: ``kwargs`` must be options of that head, and only the annealed heads
     (A-Softmax, L-Softmax) take ``lambda``, so no recipe carries a key its head ignores."""
-    cls = _head_class(head["name"])
+    cls = head_class(head["name"])
     kwargs = head["kwargs"] or {}
     if not isinstance(kwargs, dict):
         raise ConfigError(f"head.kwargs must be a mapping of {head['name']} options, got {kwargs!r}.")
