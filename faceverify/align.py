@@ -34,7 +34,10 @@ WIDE_160 = ((SPHEREFACE_112x96 - np.float32([47.5, 55.5])) * np.float32(WIDE_SCA
 # anti-aliased and equals a downscaled full-size crop: training can reuse full-size packed crops.
 # LFW's 150x150 images have a median eye distance of 24 px: 17.6 px at 56x48, 26.4 px at 84x72
 # (LFW's own resolution), 35.2 px at 112x96. A factor may be fractional (84x72 = 112x96 / (4/3)).
-DOWNSCALED: dict[str, tuple[str, float]] = {"56x48": ("112x96", 2), "84x72": ("112x96", 4 / 3)}
+# 80x80 and 96x96 are ArcFace's 112x112 at 1/1.4 and 6/7 (eye distance 25.1 and 30.2 px), for
+# students that start from a 112x112 teacher's weights.
+DOWNSCALED: dict[str, tuple[str, float]] = {"56x48": ("112x96", 2), "84x72": ("112x96", 4 / 3),
+                                            "80x80": ("112x112", 1.4), "96x96": ("112x112", 7 / 6)}
 
 # name -> (template points, (height, width)); a downscaled template's points are its full-size
 # points in its own pixel-centre coordinates ((p + 0.5) / factor - 0.5)
@@ -43,6 +46,8 @@ TEMPLATES: dict[str, tuple[np.ndarray, tuple[int, int]]] = {
     "112x112": (ARCFACE_112x112, (112, 112)),
     "56x48": ((SPHEREFACE_112x96 + 0.5) / 2 - 0.5, (56, 48)),
     "84x72": ((SPHEREFACE_112x96 + 0.5) * 0.75 - 0.5, (84, 72)),
+    "80x80": ((ARCFACE_112x112 + 0.5) / 1.4 - 0.5, (80, 80)),
+    "96x96": ((ARCFACE_112x112 + 0.5) * 6 / 7 - 0.5, (96, 96)),
     "wide160": (WIDE_160, (160, 160)),
 }
 

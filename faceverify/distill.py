@@ -145,7 +145,10 @@ def _init_worker(root: str, spec: str, kwargs: dict) -> None:
         os.environ[var] = "1"
     torch.set_num_threads(1)
     from .embedder import load_embedder
+    from .models import resolve_model
 
+    if resolve_model(spec).kind == "onnx":  # onnxruntime's own pool: one thread per worker process too
+        kwargs = {**kwargs, "threads": 1}
     _worker["faces"] = PackedFaces(root)
     _worker["teacher"] = load_embedder(spec, **kwargs)
 
@@ -437,4 +440,44 @@ class DistillLoss(nn.Module):
             rel = (sim_s - sim_t)[off].pow(2).mean()
             parts["distill_rel"] = rel.detach()
             loss = loss + self.w_relational * rel
+        return loss, parts
+
+
+class MultiTeacherLoss(nn.Module):
+    """Several teachers in one distillation: one ``DistillLoss`` per teacher on its own slice of the
+    concatenated targets, summed with the teachers' weights. The first teacher is the primary: the
+    student's embedding lives in its space (same dimension; ``raw`` keeps its geometry). Every
+    further teacher is reached through its own linear projection head (s -> its dimension) with the
+    cosine and relational terms on its centred targets: the served embedding learns what the other
+    teachers see without being forced into their coordinates (one projection head per teacher, as
+    in multi-teacher feature distillation; the weights are chosen on LFW View 1)."""
+
+    def __init__(self, losses: list[DistillLoss], dims: list[int], weights: list[float], names: list[str]):
+        super().__init__()
+        if not (len(losses) == len(dims) == len(weights) == len(names)):
+            raise ConfigError("one loss, dimension, weight and name per teacher.")
+        self.losses = nn.ModuleList(losses)
+        self.dims, self.weights, self.names = list(dims), [float(w) for w in weights], list(names)
+
+    @property
+    def w_raw(self) -> float:
+        return self.losses[0].w_raw
+
+    @property
+    def mean(self):
+        return self.losses[0].mean
+
+    def part_names(self, raw: bool) -> tuple[str, ...]:
+        first = ("distill_cos", "distill_rel") + (("distill_raw",) if raw else ())
+        return first + tuple(f"{p}_{n}" for n in self.names[1:] for p in ("distill_cos", "distill_rel"))
+
+    def forward(self, embedding: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        loss, parts, start = embedding.new_zeros((), dtype=torch.float32), {}, 0
+        primary_mean = self.losses[0].mean
+        centred = F.normalize(embedding.float(), dim=1) - primary_mean if primary_mean is not None else embedding
+        for k, (fn, dim, weight) in enumerate(zip(self.losses, self.dims, self.weights)):
+            part_loss, part = fn(embedding if k == 0 else centred, target[:, start : start + dim])
+            start += dim
+            loss = loss + weight * part_loss
+            parts.update(part if k == 0 else {f"{key}_{self.names[k]}": v for key, v in part.items()})
         return loss, parts

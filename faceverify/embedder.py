@@ -136,30 +136,61 @@ class TorchEmbedder(_CropEmbedder):
 
 
 class OnnxEmbedder(_CropEmbedder):
-    """An ONNX file exported by ``faceverify.export`` (input ``(N, 3, H, W)`` normalised crops)."""
+    """An ONNX face embedder on onnxruntime: a file exported by ``faceverify.export`` (input
+    ``(N, 3, H, W)`` crops normalised as ``transforms.crops_to_tensor``, template in its metadata),
+    or any ONNX embedder described by a model card's ``input`` section::
+
+        {"template": "112x112", "colour": "RGB" | "BGR", "mean": 127.5, "std": 127.5}
+
+    (``(pixel - mean) / std``; a graph whose batch dimension is fixed at 1 is run one crop at a time)."""
 
     def __init__(self, onnx_path: str | Path, flip: str = "none", batch_size: int = 64, fallback: str = "error",
-                 aligner: FaceAligner | None = None, policy: str = "largest_central"):
+                 aligner: FaceAligner | None = None, policy: str = "largest_central", card_input: dict | None = None,
+                 name: str | None = None, threads: int | None = None):
         import onnxruntime as ort
 
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # third-party graphs warn about initialisers listed as inputs; harmless
+        if threads:
+            options.intra_op_num_threads = int(threads)
         try:
-            self.session = ort.InferenceSession(str(onnx_path), providers=ort.get_available_providers())
+            self.session = ort.InferenceSession(str(onnx_path), options, providers=ort.get_available_providers())
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise CheckpointError(f"{onnx_path}: cannot be loaded as an ONNX model ({exc}).") from exc
         meta = self.session.get_modelmeta().custom_metadata_map
         inp = self.session.get_inputs()[0]
         height, width = inp.shape[2], inp.shape[3]
-        template = meta.get("faceverify.template") or ("112x112" if width == 112 else "112x96")
+        self.card_input = dict(card_input) if card_input else None
+        if self.card_input:
+            template = str(self.card_input.get("template", ""))
+            colour = str(self.card_input.get("colour", "RGB")).upper()
+            if colour not in ("RGB", "BGR"):
+                raise ConfigError(f"{onnx_path}: the card's input colour must be RGB or BGR, not {colour!r}.")
+            self._bgr = colour == "BGR"
+            self._mean = np.float32(self.card_input.get("mean", 0.0))
+            self._std = np.float32(self.card_input.get("std", 1.0))
+        else:
+            template = meta.get("faceverify.template") or ("112x112" if width == 112 else "112x96")
         if template != f"{height}x{width}" and isinstance(height, int):
             raise CheckpointError(f"{onnx_path}: input {height}x{width} does not match template {template}.")
         self._input = inp.name
+        self._fixed_batch = isinstance(inp.shape[0], int) and inp.shape[0] == 1
         feature_dim = int(self.session.get_outputs()[0].shape[1])
-        super().__init__(f"onnx:{display_path(onnx_path)}", template, feature_dim, flip, batch_size, fallback, aligner, policy)
+        super().__init__(name or f"onnx:{display_path(onnx_path)}", template, feature_dim, flip, batch_size, fallback, aligner, policy)
+
+    def _tensor(self, crops: np.ndarray) -> np.ndarray:
+        if self.card_input is None:
+            from .transforms import crops_to_numpy
+
+            return crops_to_numpy(crops)
+        x = crops[..., ::-1] if self._bgr else crops
+        return np.ascontiguousarray(((x.astype(np.float32) - self._mean) / self._std).transpose(0, 3, 1, 2))
 
     def _forward(self, crops: np.ndarray) -> np.ndarray:
-        from .transforms import crops_to_tensor
-
-        return self.session.run(None, {self._input: crops_to_tensor(crops).numpy()})[0]
+        x = self._tensor(crops)
+        if self._fixed_batch:
+            return np.concatenate([self.session.run(None, {self._input: x[i : i + 1]})[0] for i in range(len(x))])
+        return self.session.run(None, {self._input: x})[0]
 
 
 def load_embedder(spec: str | Path | ModelRef | None = None, **kwargs) -> Embedder:
@@ -177,5 +208,7 @@ def load_embedder(spec: str | Path | ModelRef | None = None, **kwargs) -> Embedd
         return DlibEmbedder(**kwargs)
     if model.kind == "onnx":
         kwargs.pop("device", None)
-        return OnnxEmbedder(model.weights, **kwargs)
+        card = model.card_input
+        name = f"onnx:{model.path.name}" if card else None  # a named card: the same name on every machine
+        return OnnxEmbedder(model.weights, card_input=card, name=name, **kwargs)
     return TorchEmbedder(model.path, **kwargs)

@@ -8,27 +8,38 @@ A spec is one of
     ``MODEL.json`` (e.g. ``models/default``),
   - ``"dlib"`` (or the ``models/dlib`` directory): dlib's descriptor, the ``[dlib]`` extra's
     weights with ``models/dlib``'s calibration and card,
+  - a model's name, e.g. ``"arcface-mbf"`` or ``"sface"``: the folder ``models/<name>`` with its
+    card, calibration and (for third-party ONNX files) where its weights come from,
   - None: the shipped ``models/default``.
 Resolving only looks at the file system; loading is ``embedder.load_embedder``.
+
+A model card (``MODEL.json``) of an ONNX face embedder says what it needs (``input``: template,
+colour order, normalisation; ``embedding_dim``; ``metric``), its licence and source. Third-party
+weights that this repository must not carry are named by ``weights`` = {package, file, sha256}:
+they are found where ``scripts/get_teachers.sh`` placed them (``paths.weights_root()``) or inside
+the installed package, and checked against the sha256. Nothing is downloaded at run time.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from .errors import CheckpointError, ConfigError
-from .paths import DEFAULT_MODEL_DIR, DLIB_MODEL_DIR
+from .paths import DEFAULT_MODEL_DIR, DLIB_MODEL_DIR, MODELS_DIR, weights_root
 
 CHECKPOINT_FILE = "model.pt"
 ONNX_FILE = "model.onnx"
 CALIBRATION_FILE = "calibration.json"
 MANIFEST_FILE = "MODEL.json"
 KINDS = ("torch", "onnx", "dlib")
-SPEC_HELP = "a checkpoint (.pt), an .onnx file, a model directory (with model.pt or model.onnx) or 'dlib'"
+SPEC_HELP = ("a checkpoint (.pt), an .onnx file, a model directory (with model.pt, model.onnx or a card naming its "
+             "weights), or a model's name (a folder of models/: 'dlib', 'arcface-mbf', 'sface', ...)")
 
 
 @dataclass(frozen=True)
@@ -44,14 +55,24 @@ class ModelRef:
 
     @property
     def weights(self) -> Path:
-        """The weights file: the checkpoint or ONNX file (dlib: the [dlib] extra's descriptor)."""
+        """The weights file: the checkpoint or ONNX file (dlib: the [dlib] extra's descriptor; a card
+        naming third-party weights: where they were placed, checked against their sha256)."""
         if self.kind == "dlib":
             from .dlib_embedder import weights_path  # a ConfigError naming the install when the extra is absent
 
             return Path(weights_path())
         if self.path.is_dir():
-            return self.path / (CHECKPOINT_FILE if self.kind == "torch" else ONNX_FILE)
+            own = self.path / (CHECKPOINT_FILE if self.kind == "torch" else ONNX_FILE)
+            if own.is_file() or "weights" not in self.manifest():
+                return own
+            return card_weights(self.manifest(), self.path.name)
         return self.path
+
+    @property
+    def card_input(self) -> dict | None:
+        """The card's ``input`` section (template, colour, mean, std) for an ONNX embedder, if any."""
+        section = self.manifest().get("input") if self.kind == "onnx" else None
+        return dict(section) if section else None
 
     @property
     def calibration_file(self) -> Path:
@@ -69,11 +90,47 @@ class ModelRef:
 
     def sha256(self) -> str:
         """sha256 of the weights file (what a gallery's model fingerprint and caches are keyed by)."""
-        h = hashlib.sha256()
-        with self.weights.open("rb") as fp:
-            for chunk in iter(lambda: fp.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
+        return file_sha256(self.weights)
+
+
+def file_sha256(path: Path) -> str:
+    stat = path.stat()
+    return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=32)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:  # keyed by size and mtime: a replaced file is hashed anew
+    h = hashlib.sha256()
+    with open(path, "rb") as fp:
+        for chunk in iter(lambda: fp.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def card_weights(card: dict, name: str) -> Path:
+    """The file a card's ``weights`` = {package, file, sha256} names: placed by
+    ``scripts/get_teachers.sh`` under ``paths.weights_root()``, or inside the installed package.
+    A missing file or a wrong sha256 is a ConfigError that says how to install it."""
+    spec = card["weights"]
+    try:
+        package, inner, expected = spec["package"], spec["file"], spec["sha256"]
+    except (KeyError, TypeError):
+        raise ConfigError(f"model {name!r}: its card's 'weights' must give package, file and sha256.") from None
+    candidates = [weights_root() / Path(inner).name]
+    found = importlib.util.find_spec(inner.split("/", 1)[0]) if "/" in inner else None
+    if found is not None and found.submodule_search_locations:
+        candidates.append(Path(list(found.submodule_search_locations)[0]).parent / inner)
+    for path in candidates:
+        if path.is_file():
+            actual = file_sha256(path)
+            if actual != expected:
+                raise ConfigError(f"model {name!r}: {path} has sha256 {actual[:12]}..., not the card's {expected[:12]}...; "
+                                  f"delete it and run `bash scripts/get_teachers.sh` to place {package}'s file again.")
+            return path
+    raise ConfigError(f"model {name!r} needs {Path(inner).name} from {package}, which is not installed here (looked in "
+                      f"{', '.join(str(p.parent) for p in candidates)}). Run `bash scripts/get_teachers.sh` (it takes the "
+                      f"file out of that exact package and checks its sha256; set FACEVERIFY_WEIGHTS to place it elsewhere). "
+                      "Nothing is downloaded at run time.")
 
 
 def resolve_model(spec: str | os.PathLike | ModelRef | None = None) -> ModelRef:
@@ -88,13 +145,31 @@ def resolve_model(spec: str | os.PathLike | ModelRef | None = None) -> ModelRef:
     if str(spec) == "dlib":
         return ModelRef("dlib", DLIB_MODEL_DIR, DLIB_MODEL_DIR)
     path = Path(spec)
+    if not path.exists() and is_model_name(str(spec)):
+        path = MODELS_DIR / str(spec)
     if not path.exists():
-        raise CheckpointError(f"model {path} does not exist; check the path, or give {SPEC_HELP}.")
+        raise CheckpointError(f"model {path} does not exist; check the path, or give {SPEC_HELP}. "
+                              f"Named models here: {', '.join(model_names())}.")
     if path.is_dir():
         if path.resolve() == DLIB_MODEL_DIR.resolve():
             return ModelRef("dlib", DLIB_MODEL_DIR, DLIB_MODEL_DIR)
         for name, kind in ((CHECKPOINT_FILE, "torch"), (ONNX_FILE, "onnx")):
             if (path / name).is_file():
                 return ModelRef(kind, path, path)
-        raise CheckpointError(f"{path} is a directory without {CHECKPOINT_FILE} or {ONNX_FILE}; give {SPEC_HELP}.")
+        if (path / MANIFEST_FILE).is_file() and "weights" in ModelRef("onnx", path, path).manifest():
+            return ModelRef("onnx", path, path)  # third-party ONNX weights named by the card
+        raise CheckpointError(f"{path} is a directory without {CHECKPOINT_FILE}, {ONNX_FILE} or a card naming its "
+                              f"weights; give {SPEC_HELP}.")
     return ModelRef("onnx" if path.suffix == ".onnx" else "torch", path, path.parent)
+
+
+def is_model_name(spec: str) -> bool:
+    """A bare name (no path separator, no suffix) that names a folder of ``models/``."""
+    return "/" not in spec and "\\" not in spec and "." not in spec and (MODELS_DIR / spec / MANIFEST_FILE).is_file()
+
+
+def model_names() -> list[str]:
+    """The named models of this install (folders of ``models/`` with a card)."""
+    if not MODELS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in MODELS_DIR.iterdir() if (p / MANIFEST_FILE).is_file())

@@ -15,6 +15,21 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "default"
 # dlib's descriptor served through faceverify: its calibration and card (weights: the [dlib] extra).
 DLIB_MODEL_DIR = REPO_ROOT / "models" / "dlib"
+# Named models (``--model NAME``): a folder models/NAME holding a model card (MODEL.json).
+MODELS_DIR = REPO_ROOT / "models"
+
+
+def cache_root() -> Path:
+    """Where faceverify keeps what it computes or places (``$FACEVERIFY_CACHE``, else ~/.cache/faceverify)."""
+    env = os.environ.get("FACEVERIFY_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "faceverify"
+
+
+def weights_root() -> Path:
+    """Where ``scripts/get_teachers.sh`` places third-party model files (``$FACEVERIFY_WEIGHTS``,
+    else CACHE/weights): files whose licences keep them out of this repository."""
+    env = os.environ.get("FACEVERIFY_WEIGHTS")
+    return Path(env).expanduser() if env else cache_root() / "weights"
 
 
 def data_root() -> Path:

@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from .iresnet import iresnet18, iresnet50
 from .lsoftmax_net import lsoftmax_lfw
 from .mobilefacenet import mobilefacenet
+from .onnx_graph import onnx_graph
 from .sphereface import sphereface20, sphereface36, sphereface64
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
@@ -27,6 +28,7 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "iresnet18": iresnet18,
     "iresnet50": iresnet50,
     "mobilefacenet": mobilefacenet,
+    "onnx_graph": onnx_graph,  # a teacher's ONNX graph rebuilt in PyTorch (model.init_from)
 }
 
 

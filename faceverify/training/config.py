@@ -40,8 +40,11 @@ DEFAULTS: dict = {
     # Distillation (faceverify.distill): a teacher embedder labels views of every face; the student
     # matches its centred targets, and the margin head (weight ``margin``) trains on labelled faces.
     "distill": {
-        "teacher": None,  # load_embedder spec: "dlib", a .onnx file, a faceverify model; None = off
-        "teacher_kwargs": {},
+        # load_embedder spec: "dlib", "arcface-mbf", a .onnx file, a faceverify model, or a list of
+        # them (several teachers: the first is the primary, the others get projection heads); None = off
+        "teacher": None,
+        "teacher_kwargs": {},  # loader options (with a list of teachers: {spec: options})
+        "teacher_weights": None,  # with a list of teachers: the weight of each one's loss (default 1 each)
         "views": 2,  # views per face the teacher labels (0: as detected, 1: mirrored, 2+: augmented)
         "workers": 2,  # processes computing teacher targets (once; cached beside the packed set)
         "cosine": 1.0,  # weight of 1 - cos(P s, t)
@@ -52,7 +55,8 @@ DEFAULTS: dict = {
         "raw": 0.0,  # weight of regressing the teacher's raw unit vector (DistillLoss): keeps its geometry
         "crop_cache": True,  # cut every view at the template once (StudentCrops) instead of per step
     },
-    "model": {"backbone": "sphereface20", "embedding_dim": 512, "kwargs": {}},
+    # init_from: a model (e.g. "arcface-mbf") whose ONNX weights the student starts from (backbone onnx_graph)
+    "model": {"backbone": "sphereface20", "embedding_dim": 512, "kwargs": {}, "init_from": None},
     "head": {
         "name": "asoftmax",
         "kwargs": {"m": 4},
@@ -187,6 +191,12 @@ def validate(cfg: dict) -> None:
     if int(data["pad"]) < 0:
         raise ConfigError(f"data.pad must be >= 0 (got {data['pad']}).")
     distill = cfg["distill"]
+    if cfg["model"].get("init_from") and cfg["model"]["backbone"] != "onnx_graph":
+        raise ConfigError("model.init_from starts the student from an ONNX graph: set model.backbone: onnx_graph.")
+    if isinstance(distill["teacher"], list) and distill["teacher_weights"] is not None \
+            and len(distill["teacher_weights"]) != len(distill["teacher"]):
+        raise ConfigError(f"distill.teacher_weights has {len(distill['teacher_weights'])} values for "
+                          f"{len(distill['teacher'])} teachers.")
     if distill["teacher"]:
         if int(distill["views"]) < 1:
             raise ConfigError(f"distill.views must be >= 1 (got {distill['views']}).")
@@ -203,7 +213,8 @@ _NOT_RECIPE = {("train", "device"), ("train", "channels_last"), ("train", "threa
 
 # keys added after recipes were first hashed: left out while they hold their "off" value, so an older
 # recipe (and the checkpoints it made) keeps its hash
-_OFF_BY_DEFAULT = {("data", "select"): [], ("data", "extra_root"): None, ("distill", "raw"): 0.0}
+_OFF_BY_DEFAULT = {("data", "select"): [], ("data", "extra_root"): None, ("distill", "raw"): 0.0,
+                   ("distill", "teacher_weights"): None, ("model", "init_from"): None}
 
 
 def recipe_hash(cfg: dict) -> str:

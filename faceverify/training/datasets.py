@@ -11,14 +11,13 @@ from pathlib import Path
 from ..align import DOWNSCALED
 from ..errors import DataNotFoundError
 from ..packed import PackedFaces
+from .. import paths
 from ..paths import train_root
 
 
 def cache_root(configured: str | None) -> Path:
-    if configured:
-        return Path(configured).expanduser()
-    env = os.environ.get("FACEVERIFY_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "faceverify"
+    """The recipe's ``cache_dir``, else faceverify's cache (``paths.cache_root``)."""
+    return Path(configured).expanduser() if configured else paths.cache_root()
 
 
 def extra_root(configured: str | None = None) -> Path:

@@ -19,7 +19,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +31,13 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..backbones import build_backbone
+from ..backbones.onnx_graph import graph_from_model, load_onnx_weights
 from ..checkpoint import inference_state, load_checkpoint, save_checkpoint
-from ..distill import DistillFaces, DistillLoss, StudentCrops, TeacherTargets, centred_targets, select_faces, unit_targets
+from ..distill import (DistillFaces, DistillLoss, MultiTeacherLoss, StudentCrops, TeacherTargets, centred_targets,
+                       select_faces, unit_targets)
 from ..errors import ConfigError, FaceverifyError
 from ..losses import MarginLoss, build_head
+from ..models import resolve_model
 from . import dist as fdist
 from .config import recipe_hash, template_size
 from .data import AugmentedFaces, ResumableSampler
@@ -97,6 +100,15 @@ class TrainNet(nn.Module):
         return self.head(head_input, labels.clamp(min=0)), embedding
 
 
+def log_columns(distill_loss: nn.Module | None, raw_weight: float) -> tuple[str, ...]:
+    """The distillation terms logged beside the loss (metrics.csv columns)."""
+    if distill_loss is None:
+        return ()
+    if isinstance(distill_loss, MultiTeacherLoss):
+        return distill_loss.part_names(bool(raw_weight))
+    return ("distill_cos", "distill_rel") + (("distill_raw",) if raw_weight else ())
+
+
 def margin_loss(loss_fn: MarginLoss, output, labels: torch.Tensor) -> torch.Tensor:
     """The margin loss over the labelled faces of the batch (0, still in the graph, when none are)."""
     mask = labels >= 0
@@ -109,49 +121,90 @@ def margin_loss(loss_fn: MarginLoss, output, labels: torch.Tensor) -> torch.Tens
 
 # ---- the data of a run -------------------------------------------------------------------------
 @dataclass
+class TeacherData:
+    name: str  # the teacher's spec (e.g. "arcface-mbf"), for the loss's log columns
+    dim: int  # its embedding dimension
+    mean: np.ndarray | None = None  # raw mode: its unit targets' mean direction over the training views
+    spread: float = 1.0  # raw mode: their spread around it
+
+
+@dataclass
 class RunData:
-    dataset: Dataset  # items (crop tensor, label[, teacher targets])
+    dataset: Dataset  # items (crop tensor, label[, teacher targets, concatenated over the teachers])
     classes: list  # identity names of the head's classes
     num_classes: int
-    target_dim: int | None = None  # the teacher's embedding dimension when distilling
-    teacher_mean: np.ndarray | None = None  # distill.raw: the raw unit targets' mean direction
-    teacher_spread: float = 1.0  # distill.raw: their spread around it
+    teachers: list[TeacherData] = field(default_factory=list)  # empty: no distillation; [0] is the primary
+
+
+def teacher_list(kcfg: dict) -> list[tuple[str, dict, float]]:
+    """(spec, loader options, weight) of each teacher the recipe names (``distill.teacher``: one spec
+    or a list; ``teacher_kwargs``: the options, per spec for a list; ``teacher_weights``: per teacher)."""
+    specs = kcfg["teacher"] if isinstance(kcfg["teacher"], list) else ([kcfg["teacher"]] if kcfg["teacher"] else [])
+    kwargs = kcfg["teacher_kwargs"] or {}
+    weights = kcfg.get("teacher_weights") or [1.0] * len(specs)
+    if len(weights) != len(specs):
+        raise ConfigError(f"distill.teacher_weights has {len(weights)} values for {len(specs)} teachers.")
+    per_spec = isinstance(kcfg["teacher"], list)
+    return [(str(spec), dict(kwargs.get(str(spec), {}) if per_spec else kwargs), float(w)) for spec, w in zip(specs, weights)]
 
 
 def open_run_data(cfg: dict, info: fdist.DistInfo, seed: int) -> RunData:
     """The recipe's training set: the main process prepares (or finds) the packed set and the
     teacher targets, the others wait and open what it made."""
     dcfg, kcfg = cfg["data"], cfg["distill"]
-    distilling = bool(kcfg["teacher"])
+    teachers = teacher_list(kcfg)
+    distilling = bool(teachers)
+    views = int(kcfg["views"])
     if info.is_main:
         faces = open_training_set(dcfg, progress=True, wide=distilling)
-    teacher_targets = TeacherTargets(faces, kcfg["teacher"], int(kcfg["views"]), kcfg["teacher_kwargs"]) if distilling and info.is_main else None
-    student_crops = StudentCrops(faces, dcfg["template"], int(kcfg["views"])) if distilling and kcfg["crop_cache"] and info.is_main else None
-    if teacher_targets is not None:
-        teacher_targets.build(int(kcfg["workers"]))
-    if student_crops is not None:
-        student_crops.build(int(kcfg["workers"]))
+        for spec, kwargs, _ in teachers:  # each teacher cuts its own crops of the same views, cached apart
+            TeacherTargets(faces, spec, views, kwargs).build(int(kcfg["workers"]))
+        if distilling and kcfg["crop_cache"]:
+            StudentCrops(faces, dcfg["template"], views).build(int(kcfg["workers"]))
     fdist.barrier(info)
     if not info.is_main:
         faces = open_training_set(dcfg, progress=False, prepare=False, wide=distilling)
-        if distilling:
-            teacher_targets = TeacherTargets(faces, kcfg["teacher"], int(kcfg["views"]), kcfg["teacher_kwargs"])
-            student_crops = StudentCrops(faces, dcfg["template"], int(kcfg["views"])) if kcfg["crop_cache"] else None
     if not distilling:
         dataset = AugmentedFaces(faces, template_size(dcfg["template"]), flip=dcfg["flip"], random_crop=dcfg["random_crop"], seed=seed)
-        return RunData(dataset, list(faces.classes), faces.num_classes, None)
+        return RunData(dataset, list(faces.classes), faces.num_classes)
     selected = [Path(s).name for s in (dcfg["select"] or dcfg["sources"])]
     indices, labels, classes = select_faces(faces, selected, int(kcfg["min_images"]))
     if float(kcfg["cosine"]) <= 0 and float(kcfg["relational"]) <= 0:  # margin only: unlabelled faces teach nothing
         indices, labels = indices[labels >= 0], labels[labels >= 0]
-    if float(kcfg["raw"]):  # raw unit targets; the loss centres them and regresses the raw vector too
-        targets, teacher_mean, teacher_spread = unit_targets(np.asarray(teacher_targets.load()))
-    else:
-        targets, _ = centred_targets(np.asarray(teacher_targets.load()))
-        teacher_mean, teacher_spread = None, 1.0
-    dataset = DistillFaces(faces, targets, indices, labels, dcfg["template"], seed=seed,
-                           crops=student_crops.directory / "crops.npy" if student_crops is not None else None)
-    return RunData(dataset, classes, max(1, len(classes)), int(targets.shape[2]), teacher_mean, teacher_spread)
+    parts, described = [], []
+    for k, (spec, kwargs, _) in enumerate(teachers):
+        raw_targets = np.asarray(TeacherTargets(faces, spec, views, kwargs).load())
+        if float(kcfg["raw"]) or k > 0:  # raw unit targets; the loss centres them (and regresses the primary's raw vector)
+            targets, mean, spread = unit_targets(raw_targets)
+        else:
+            (targets, _), mean, spread = centred_targets(raw_targets), None, 1.0
+        parts.append(targets)
+        described.append(TeacherData(spec, int(targets.shape[2]), mean, spread))
+    targets = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)
+    crops = StudentCrops(faces, dcfg["template"], views).directory / "crops.npy" if kcfg["crop_cache"] else None
+    dataset = DistillFaces(faces, targets, indices, labels, dcfg["template"], seed=seed, crops=crops)
+    return RunData(dataset, classes, max(1, len(classes)), described)
+
+
+def build_distill_loss(cfg: dict, teachers: list[TeacherData]) -> nn.Module | None:
+    """The distillation loss of the recipe: one teacher's ``DistillLoss``, or a ``MultiTeacherLoss``."""
+    if not teachers:
+        return None
+    kcfg, dim = cfg["distill"], int(cfg["model"]["embedding_dim"])
+    weights = [w for _, _, w in teacher_list(kcfg)]
+    first = teachers[0]
+    primary = DistillLoss(dim, first.dim, float(kcfg["cosine"]), float(kcfg["relational"]), kcfg["projection"],
+                          float(kcfg["raw"]), first.mean, first.spread)
+    if len(teachers) == 1:
+        return primary
+    # the further teachers see the student's centred unit embedding through their own projection heads
+    others = [DistillLoss(dim, t.dim, float(kcfg["cosine"]), float(kcfg["relational"]), True, 0.0, t.mean, t.spread)
+              for t in teachers[1:]]
+    return MultiTeacherLoss([primary, *others], [t.dim for t in teachers], weights, [short_name(t.name) for t in teachers])
+
+
+def short_name(spec: str) -> str:
+    return Path(spec).name.replace("-", "_")
 
 
 # ---- the run -----------------------------------------------------------------------------------
@@ -187,7 +240,7 @@ def train(cfg: dict, out: str | os.PathLike, resume: bool = False,
 
     data = open_run_data(cfg, info, seed)
     dataset, classes, num_classes = data.dataset, data.classes, data.num_classes
-    distilling = data.target_dim is not None
+    distilling = bool(data.teachers)
     raw_weight = float(cfg["distill"]["raw"]) if distilling else 0.0
     crop = template_size(dcfg["template"])
     sampler = ResumableSampler(dataset, info.world_size, info.rank, seed=seed)
@@ -198,10 +251,15 @@ def train(cfg: dict, out: str | os.PathLike, resume: bool = False,
     # model, head, loss, optimisation
     mcfg, hcfg, kcfg = cfg["model"], cfg["head"], cfg["distill"]
     backbone_kwargs = {"embedding_dim": int(mcfg["embedding_dim"]), "input_size": list(crop), **(mcfg.get("kwargs") or {})}
+    start_from = None
+    if mcfg.get("init_from"):  # the student starts from a teacher's ONNX weights (backbone onnx_graph)
+        start_from = resolve_model(mcfg["init_from"])
+        backbone_kwargs["graph"] = graph_from_model(start_from)
     backbone = build_backbone(mcfg["backbone"], **backbone_kwargs)
+    if start_from is not None and not resume:
+        load_onnx_weights(backbone, str(start_from.weights))
     head = build_head(hcfg["name"], int(mcfg["embedding_dim"]), num_classes, **(hcfg.get("kwargs") or {}))
-    distill_loss = (DistillLoss(int(mcfg["embedding_dim"]), data.target_dim, float(kcfg["cosine"]), float(kcfg["relational"]),
-                                kcfg["projection"], raw_weight, data.teacher_mean, data.teacher_spread) if distilling else None)
+    distill_loss = build_distill_loss(cfg, data.teachers)
     margin_weight = float(kcfg["margin"]) if distilling else 1.0
     net = TrainNet(backbone, head, distill_loss).to(info.device)
     loss_fn = MarginLoss(reg_lambda=float(hcfg.get("regularizer") or 0.0))
@@ -270,7 +328,7 @@ def train(cfg: dict, out: str | os.PathLike, resume: bool = False,
               flush=True)
     logger = MetricsLogger(out, enabled=info.is_main, resume_step=step if resume else None,
                            tensorboard=bool(tcfg.get("tensorboard", True)),
-                           extra_columns=(("distill_cos", "distill_rel") + (("distill_raw",) if raw_weight else ())) if distilling else ())
+                           extra_columns=log_columns(distill_loss, raw_weight))
 
     log_every, ckpt_every, val_every = int(tcfg["log_every"]), int(tcfg["checkpoint_every"]), int(vcfg["every"])
     keep_every = int(tcfg.get("keep_every") or 0)
