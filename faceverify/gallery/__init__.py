@@ -22,28 +22,15 @@ lists (``AUTO_NPROBE_FRACTION``). Vectors are L2-normalised, so inner product = 
 database always keeps the full embedding, so the projection can be changed by restarting.
 """
 
-from .common import (
-    FACE_ID_RE,
-    IDENTIFIER_RE,
-    CollectionInfo,
-    ConflictError,
-    DimensionMismatchError,
-    FaceRecord,
-    GalleryError,
-    Hit,
-    InvalidIdentifierError,
-    NotFoundError,
-    PCAProjection,
-    SubjectInfo,
-    SubjectMatch,
-    l2_normalize,
-    validate_face_id,
-    validate_identifier,
-)
+from ..errors import ConflictError, DimensionMismatchError, GalleryError, InvalidIdentifierError, NotFoundError
+from .collection_index import AUTO_NPROBE_FRACTION, DEFAULT_RERANK, IVF_CODECS, CollectionIndex, resolve_nprobe
 from .core import Gallery, open_storage
-from .index import AUTO_NPROBE_FRACTION, DEFAULT_RERANK, IVF_CODECS, CollectionIndex, resolve_nprobe
+from .identifiers import FACE_ID_RE, IDENTIFIER_RE, validate_face_id, validate_identifier
+from .projection import PCAProjection
+from .records import CollectionInfo, FaceRecord, Hit, SubjectInfo, SubjectMatch
 from .storage import is_postgres_url
 from .storage_sqlite import DB_NAME, INDEX_DIR
+from .vectors import l2_normalize
 
 __all__ = [
     "AUTO_NPROBE_FRACTION", "DB_NAME", "DEFAULT_RERANK", "FACE_ID_RE", "IDENTIFIER_RE", "INDEX_DIR", "IVF_CODECS",
