@@ -3,10 +3,11 @@
 A *store* is the source of truth (collections, subjects, faces with their embeddings, the model
 fingerprint, a change sequence): SQLite in a directory (one process; ``storage_sqlite``) or
 PostgreSQL at a ``postgresql://`` URL (shared by several service replicas; ``storage_postgres``).
-FAISS is only a search index over it (``index``), built from the store on start (SQLite: or
-loaded from a snapshot that provably matches the database) and then kept in step with every
-change, in change-sequence order: a replica applies its own writes before acknowledging them, and
-follows the other replicas' through LISTEN/NOTIFY plus a catch-up from the change sequence. Every
+FAISS is only a search index over it (one a collection, ``collection_index``; all of them,
+``index_set``), built from the store on start (SQLite: or loaded from a snapshot that provably
+matches the database) and then kept in step with every change, in change-sequence order
+(``change_follower``): a replica applies its own writes before acknowledging them, and follows
+the other replicas' through LISTEN/NOTIFY plus a catch-up from the change sequence. Every
 mutation is one durable transaction, so a ``kill -9`` at any moment loses no acknowledged
 enrollment and leaves no half-state (the index is derived data and is never trusted across a crash).
 
