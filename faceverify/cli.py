@@ -14,7 +14,7 @@ SUBCOMMANDS = {
     "eval": ("faceverify.evaluation.cli", "evaluate a model: LFW 10-fold protocol or MegaFace-style identification"),
     "export": ("faceverify.export", "export a model to ONNX or TorchScript"),
     "serve": ("faceverify.service.cli", "run the REST service (verify, embed, gallery enroll/identify)"),
-    "gallery": ("faceverify.gallery.__main__", "offline gallery tools (fit-pca: the index's PCA projection)"),
+    "gallery": ("faceverify.commands.gallery", "offline gallery tools (fit-pca: the index's PCA projection)"),
     "verify": ("faceverify.verify", "verify two photos from the command line; prints one JSON object"),
 }
 

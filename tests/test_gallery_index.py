@@ -111,3 +111,19 @@ def test_rebuild_streams_every_row_in_chunks(gallery_store):
         for i in (0, 19_999, 20_000, 44_999):
             hit = g.search("c", vecs[i], k=1)[0]
             assert hit.face_id == recs[i].face_id and hit.similarity == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("codec", ["pq4fs", "sq8"])
+def test_indexed_face_ids_follow_enrollment_and_deletion(tmp_path, codec):
+    """``Gallery.indexes.face_ids`` (the faces a search can propose) reads exact and IVF indexes alike."""
+    rng = np.random.default_rng(11)
+    faces, _ = synthetic_faces(rng, 60, 5)
+    with Gallery(tmp_path, DIM, "m", flat_max=100, ivf_codec=codec) as g:
+        for name, n in (("small", 50), ("big", 300)):
+            g.create_collection(name)
+            records = g.enroll_many(name, [(f"s{i // 5}", v, {}) for i, v in enumerate(faces[:n])])
+            before = g.indexes.face_ids(name)
+            g.delete_face(name, records[0].face_id)
+            after = g.indexes.face_ids(name)
+            assert len(before) == n and after < before and len(before - after) == 1
+        assert {d["type"] for d in g.describe()["collections"].values()} == {"flat", "ivf"}

@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 import time
 
-import faiss
 import numpy as np
 import psycopg
 import pytest
@@ -25,10 +24,8 @@ def unit(rng, n=1):
 
 
 def index_ids(g: Gallery, collection: str) -> set[int]:
-    """The face row ids in this gallery's (flat) index for ``collection``."""
-    with g._lock:
-        index = g._indexes[g._names[collection]].index
-        return set(faiss.vector_to_array(index.id_map).tolist())
+    """The face row ids in this gallery's index for ``collection``."""
+    return g.indexes.face_ids(collection)
 
 
 def db_ids(url: str, collection: str) -> set[int]:

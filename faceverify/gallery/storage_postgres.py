@@ -27,21 +27,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from ..errors import ConfigError, SchemaVersionError, StoreUnavailableError
-from .common import ConflictError, FaceRecord, NotFoundError
-from .storage import (
-    COLLECTION_CREATED,
-    COLLECTION_DELETED,
-    FACES_ADDED,
-    FACES_REMOVED,
-    Change,
-    NewFace,
-    Snapshot,
-    SqlStorage,
-    check_model,
-    info_json,
-    vectors_from_bytes,
-)
+from ..errors import ConfigError, ConflictError, SchemaVersionError, StoreUnavailableError
+from .identifiers import not_found
+from .records import FaceRecord
+from .storage import COLLECTION_CREATED, COLLECTION_DELETED, FACES_ADDED, FACES_REMOVED, Change, NewFace, Snapshot
+from .storage_sql import SqlSnapshot, SqlStorage, check_model, info_json
+from .vectors import vectors_from_bytes
 
 try:  # an optional dependency: only a postgresql:// gallery needs it
     import psycopg
@@ -106,28 +97,19 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
 
 
-class _PostgresSnapshot(Snapshot):
-    def __init__(self, conn: "psycopg.Connection"):
-        self.conn = conn
-        self.seq = int(conn.execute("SELECT value FROM change_seq WHERE id = 1").fetchone()[0])
-        self.collections = dict(conn.execute("SELECT id, name FROM collections").fetchall())
-
-    def face_count(self, collection_id: int) -> int:
-        return int(self.conn.execute("SELECT COUNT(*) FROM faces WHERE collection_id = %s", (collection_id,)).fetchone()[0])
-
-    def stream(self, collection_id: int, chunk: int = 20_000) -> Iterator[tuple[np.ndarray, list[bytes]]]:
+class _PostgresSnapshot(SqlSnapshot):
+    def _cursor(self, name: str, chunk: int) -> "psycopg.ServerCursor":
         # a server-side cursor in binary: 100k x 512-d is 200 MB, fetched a chunk at a time
-        with self.conn.cursor(name=f"faces_{collection_id}", binary=True) as cur:
-            cur.itersize = chunk
-            cur.execute("SELECT id, embedding FROM faces WHERE collection_id = %s ORDER BY id", (collection_id,))
-            while rows := cur.fetchmany(chunk):
-                yield np.fromiter((r[0] for r in rows), np.int64, len(rows)), [bytes(r[1]) for r in rows]
+        cur = self.conn.cursor(name=name, binary=True)
+        cur.itersize = chunk
+        return cur
 
 
 class PostgresStorage(SqlStorage):
     kind = "postgresql"
     follows = True
     placeholder = "%s"
+    seq_sql = "SELECT value FROM change_seq WHERE id = 1"
 
     def __init__(self, url: str, *, pool_size: int = 8, wait_timeout: float = 2.0):
         if psycopg is None:
@@ -260,9 +242,9 @@ class PostgresStorage(SqlStorage):
     def delete_collection(self, name: str) -> tuple[int, Change]:
         def body(conn):
             cid = self._collection_id(conn, name, "FOR UPDATE")  # waits for enrollments holding KEY SHARE
-            n = conn.execute("SELECT COUNT(*) FROM faces WHERE collection_id = %s", (cid,)).fetchone()[0]
+            n = self._face_count(conn, cid)
             conn.execute("DELETE FROM collections WHERE id = %s", (cid,))
-            return int(n), Change(0, COLLECTION_DELETED, cid, name)
+            return n, Change(0, COLLECTION_DELETED, cid, name)
 
         n, change = self._write(body)
         return int(n), change
@@ -304,7 +286,7 @@ class PostgresStorage(SqlStorage):
                    WHERE f.collection_id = %s AND f.uid = %s AND s.id = f.subject_id
                    RETURNING f.id, s.name, f.created_at, f.info""", (cid, uid)).fetchone()
             if row is None:
-                raise NotFoundError(f"face {uid} does not exist in collection {collection!r}.", face_id=uid)
+                raise not_found(collection, face_id=uid)
             record = FaceRecord(uid, collection, row[1], row[2], json.loads(row[3]))
             return record, Change(0, FACES_REMOVED, cid, face_ids=np.asarray([row[0]], np.int64))
 
@@ -315,12 +297,9 @@ class PostgresStorage(SqlStorage):
             cid = self._collection_id(conn, collection, "FOR KEY SHARE")
             # lock the subject first: an enrollment into it (which holds the row lock from its
             # upsert) commits before we list its faces, so its face is deleted and logged too
-            row = conn.execute("SELECT id FROM subjects WHERE collection_id = %s AND name = %s FOR UPDATE",
-                               (cid, subject)).fetchone()
-            if row is None:
-                raise NotFoundError(f"subject {subject!r} does not exist in collection {collection!r}.", subject=subject)
-            face_ids = [r[0] for r in conn.execute("DELETE FROM faces WHERE subject_id = %s RETURNING id", (row[0],))]
-            conn.execute("DELETE FROM subjects WHERE id = %s", (row[0],))
+            sid = self._subject_id(conn, cid, collection, subject, "FOR UPDATE")
+            face_ids = [r[0] for r in conn.execute("DELETE FROM faces WHERE subject_id = %s RETURNING id", (sid,))]
+            conn.execute("DELETE FROM subjects WHERE id = %s", (sid,))
             return len(face_ids), Change(0, FACES_REMOVED, cid, face_ids=np.asarray(face_ids, np.int64))
 
         n, change = self._write(body)
@@ -333,7 +312,7 @@ class PostgresStorage(SqlStorage):
         with self._conn() as conn:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")  # one consistent view, at one seq
             try:
-                yield _PostgresSnapshot(conn)
+                yield _PostgresSnapshot(conn, self._seq(conn), self.placeholder)
             finally:
                 if not conn.closed:
                     conn.execute("ROLLBACK")
@@ -341,7 +320,7 @@ class PostgresStorage(SqlStorage):
     def changes_since(self, seq: int, limit: int = 10_000) -> list[Change] | None:
         with self._conn() as conn:
             # the head first: the log read after it holds at least every change up to it
-            head = conn.execute("SELECT value FROM change_seq WHERE id = 1").fetchone()[0]
+            head = self._seq(conn)
             rows = conn.execute("SELECT seq, kind, collection_id, name, face_ids FROM changes WHERE seq > %s ORDER BY seq LIMIT %s",
                                 (seq, limit)).fetchall()
             if rows and rows[0][0] != seq + 1:
@@ -372,7 +351,7 @@ class PostgresStorage(SqlStorage):
     def integrity_check(self) -> str:
         # the constraints hold by construction; check the change counter matches the log's head
         with self._conn() as conn:
-            seq = conn.execute("SELECT value FROM change_seq WHERE id = 1").fetchone()[0]
+            seq = self._seq(conn)
             head = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
         return "ok" if head == seq else f"change log head {head} != change sequence {seq}"
 

@@ -14,20 +14,11 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, SchemaVersionError
-from .common import ConflictError, FaceRecord, GalleryError, NotFoundError
-from .storage import (
-    COLLECTION_CREATED,
-    COLLECTION_DELETED,
-    FACES_ADDED,
-    FACES_REMOVED,
-    Change,
-    NewFace,
-    Snapshot,
-    SqlStorage,
-    check_model,
-    info_json,
-)
+from ..errors import ConfigError, ConflictError, GalleryError, SchemaVersionError
+from .identifiers import not_found
+from .records import FaceRecord
+from .storage import COLLECTION_CREATED, COLLECTION_DELETED, FACES_ADDED, FACES_REMOVED, Change, NewFace, Snapshot
+from .storage_sql import SqlSnapshot, SqlStorage, check_model, info_json
 
 DB_NAME = "gallery.sqlite3"
 INDEX_DIR = "index"
@@ -51,26 +42,9 @@ CREATE INDEX IF NOT EXISTS faces_subject ON faces(subject_id);
 """
 
 
-class _SQLiteSnapshot(Snapshot):
-    def __init__(self, db: sqlite3.Connection, seq: int):
-        self.db, self.seq = db, seq
-        self.collections = dict(db.execute("SELECT id, name FROM collections").fetchall())
-
-    def face_count(self, collection_id: int) -> int:
-        return int(self.db.execute("SELECT COUNT(*) FROM faces WHERE collection_id=?", (collection_id,)).fetchone()[0])
-
-    def face_counts(self) -> dict[int, int]:
-        counts = dict(self.db.execute("SELECT collection_id, COUNT(*) FROM faces GROUP BY collection_id").fetchall())
-        return {cid: int(counts.get(cid, 0)) for cid in self.collections}
-
-    def stream(self, collection_id: int, chunk: int = 20_000) -> Iterator[tuple[np.ndarray, list[bytes]]]:
-        cursor = self.db.execute("SELECT id, embedding FROM faces WHERE collection_id=? ORDER BY id", (collection_id,))
-        while rows := cursor.fetchmany(chunk):
-            yield np.fromiter((r[0] for r in rows), np.int64, len(rows)), [r[1] for r in rows]
-
-
 class SQLiteStorage(SqlStorage):
     kind = "sqlite"
+    seq_sql = "SELECT value FROM meta WHERE key = 'seq'"
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -135,14 +109,13 @@ class SQLiteStorage(SqlStorage):
                 raise GalleryError("the gallery is closed")
             yield self._db
 
-    @staticmethod
-    def _bump(db: sqlite3.Connection) -> int:
+    def _bump(self, db: sqlite3.Connection) -> int:
         db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'seq'")
-        return int(db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])
+        return self._seq(db)
 
     def seq(self) -> int:
         with self._read() as db:
-            return int(db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])
+            return self._seq(db)
 
     # -- mutations --------------------------------------------------------------------------
 
@@ -157,9 +130,9 @@ class SQLiteStorage(SqlStorage):
     def delete_collection(self, name: str) -> tuple[int, Change]:
         with self._tx() as db:
             cid = self._collection_id(db, name)
-            n = db.execute("SELECT COUNT(*) FROM faces WHERE collection_id=?", (cid,)).fetchone()[0]
+            n = self._face_count(db, cid)
             db.execute("DELETE FROM collections WHERE id=?", (cid,))
-            return int(n), Change(self._bump(db), COLLECTION_DELETED, cid, name)
+            return n, Change(self._bump(db), COLLECTION_DELETED, cid, name)
 
     def enroll(self, collection: str, faces: Sequence[NewFace], now: float) -> tuple[list[str], Change]:
         uids, ids = [], []
@@ -171,7 +144,7 @@ class SQLiteStorage(SqlStorage):
                 if sid is None:
                     db.execute("INSERT OR IGNORE INTO subjects(collection_id, name, created_at) VALUES (?, ?, ?)",
                                (cid, face.subject, now))
-                    sid = db.execute("SELECT id FROM subjects WHERE collection_id=? AND name=?", (cid, face.subject)).fetchone()[0]
+                    sid = self._subject_id(db, cid, collection, face.subject)
                     subject_ids[face.subject] = sid
                 uid = uuid.uuid4().hex
                 cur = db.execute(
@@ -191,7 +164,7 @@ class SQLiteStorage(SqlStorage):
                 (cid, uid),
             ).fetchone()
             if row is None:
-                raise NotFoundError(f"face {uid} does not exist in collection {collection!r}.", face_id=uid)
+                raise not_found(collection, face_id=uid)
             db.execute("DELETE FROM faces WHERE id=?", (row[0],))
             change = Change(self._bump(db), FACES_REMOVED, cid, face_ids=np.asarray([row[0]], np.int64))
         return FaceRecord(uid, collection, row[1], row[2], json.loads(row[3])), change
@@ -199,11 +172,9 @@ class SQLiteStorage(SqlStorage):
     def delete_subject(self, collection: str, subject: str) -> tuple[int, Change]:
         with self._tx() as db:
             cid = self._collection_id(db, collection)
-            row = db.execute("SELECT id FROM subjects WHERE collection_id=? AND name=?", (cid, subject)).fetchone()
-            if row is None:
-                raise NotFoundError(f"subject {subject!r} does not exist in collection {collection!r}.", subject=subject)
-            face_ids = [r[0] for r in db.execute("SELECT id FROM faces WHERE subject_id=?", (row[0],))]
-            db.execute("DELETE FROM subjects WHERE id=?", (row[0],))
+            sid = self._subject_id(db, cid, collection, subject)
+            face_ids = [r[0] for r in db.execute("SELECT id FROM faces WHERE subject_id=?", (sid,))]
+            db.execute("DELETE FROM subjects WHERE id=?", (sid,))
             return len(face_ids), Change(self._bump(db), FACES_REMOVED, cid, face_ids=np.asarray(face_ids, np.int64))
 
     # -- reads ------------------------------------------------------------------------------
@@ -211,7 +182,7 @@ class SQLiteStorage(SqlStorage):
     @contextmanager
     def snapshot(self) -> Iterator[Snapshot]:
         with self._tx() as db:  # a write lock: nothing changes while the index is built from it
-            yield _SQLiteSnapshot(db, int(db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0]))
+            yield SqlSnapshot(db, self._seq(db), self.placeholder)
 
     def changes_since(self, seq: int, limit: int = 10_000) -> list[Change] | None:
         # no change log: one process owns the file and applies its own changes as it makes them

@@ -16,7 +16,7 @@ from ..gallery import Gallery
 from ..verify import Verifier
 from .auth import KeyRequiredMiddleware, ReadAuth
 from .errors import install_error_handlers
-from .head import HeadMiddleware
+from .http_head import HeadMiddleware
 from .limits import BodyLimitMiddleware
 from .metrics import Metrics, MetricsMiddleware
 from .request_id import RequestIdMiddleware

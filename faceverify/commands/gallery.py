@@ -1,5 +1,5 @@
-"""``faceverify gallery fit-pca IMAGES --model M --components N --out pca.npz`` (also
-``python -m faceverify.gallery ...``): offline gallery tools."""
+"""``faceverify gallery fit-pca IMAGES --model M --components N --out pca.npz``: offline gallery
+tools. A command above the gallery library (which never imports it), so it may import the model."""
 
 import sys
 
