@@ -43,10 +43,10 @@ def detector():
 
 @pytest.fixture(scope="session")
 def pg_cluster():
-    """A throw-away PostgreSQL cluster (faceverify/gallery/pg_cluster.py). Missing binaries fail
+    """A throw-away PostgreSQL cluster (tests/service_fixtures/pg_cluster.py). Missing binaries fail
     the run when root (CI runs `make test` as root after `scripts/setup.sh --test`, which installs
     them); without root and without binaries the PostgreSQL tests are skipped, with the reason."""
-    from faceverify.gallery.pg_cluster import PostgresCluster, find_bindir, missing_reason
+    from service_fixtures.pg_cluster import PostgresCluster, find_bindir, missing_reason
 
     reason = missing_reason()
     if reason:
