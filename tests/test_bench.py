@@ -103,8 +103,10 @@ def test_verify_pair_against_dlib(tmp_path):
 
 
 def test_model_sections_smallest(tmp_path):
-    """Sections 1, 2, 4, 6, 7 at their quick sizes (prep on 16 images): structure and sane numbers."""
-    res, md = run_bench(tmp_path, "--sections", "machine_limit,embedding,prep,service,training", "--prep-images", "16",
+    """Sections 1, 2, 4, 6 at their quick sizes (prep on 16 images): structure and sane numbers.
+    Section 7 (training, a third of this run's time when it was included) is measured by the
+    trainer itself: test_train_speed_measures_the_trainer runs its measurement in-process."""
+    res, md = run_bench(tmp_path, "--sections", "machine_limit,embedding,prep,service", "--prep-images", "16",
                         "--without-peer", "dlib")
     s = res["sections"]
     assert not [n for n, v in s.items() if "error" in v]
@@ -115,11 +117,8 @@ def test_model_sections_smallest(tmp_path):
     assert s["prep"]["workers_1"]["images_per_s"]["median"] > 0 and s["prep"]["dlib"]["skipped"]
     assert [r["concurrency"] for r in s["service"]["verify"]] == [1, 8, 32]
     assert all(r["ok"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0 for r in s["service"]["verify"])
-    assert s["training"]["default_recipe"]["train_img_s"] > 0 and s["training"]["gpu_recipe_batch2"]["train_batch"] == 2
-    assert s["training"]["trainer"] == s["training"]["default_recipe"]["trainer"] == "faceverify.training.loop.train"
-    assert s["training"]["default_recipe"]["fraction_of_fp32_gemm_peak"] > 0  # derived from section 1
     assert_finite_non_negative(s)
-    for title in ("Machine limit", "Embedding throughput", "faceverify prep", "/verify under load", "Training speed"):
+    for title in ("Machine limit", "Embedding throughput", "faceverify prep", "/verify under load"):
         assert title in md
 
 

@@ -59,6 +59,13 @@ def test_health_reports_ready_model_and_index(client, calibration):
     body = r.json()
     assert body["ready"] is True and body["live"] is True and body["status"] == "ok"
     assert body["model"]["calibrated"] is True and body["model"]["thresholds"] == pytest.approx(calibration)
+    # what a client offers and preselects: the calibrated points in order, the model's default
+    points = body["model"]["operating_points"]
+    assert [p["name"] for p in points] == [n for n in ("far_1e-2", "far_1e-3", "far_1e-4", "best_accuracy") if n in calibration]
+    assert {p["name"]: p["threshold"] for p in points} == pytest.approx(calibration)
+    assert body["model"]["default_operating_point"] == default_operating_point()
+    far3 = next(p for p in points if p["name"] == "far_1e-3")
+    assert far3["far"] == 1e-3 and 0 < far3["tar"] <= 1 and next(p for p in points if p["name"] == "best_accuracy")["far"] is None
     assert body["gallery"]["index_type"] == "flat"
 
 
