@@ -12,9 +12,10 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/faceverify
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY scripts/ scripts/
 COPY faceverify/ faceverify/
+COPY models/ models/
 RUN bash scripts/setup.sh
 
 ENV PATH=/opt/faceverify/.venv/bin:$PATH

@@ -1,7 +1,9 @@
 """faceverify benchmarks in one command: ``python -m bench [--quick]`` (``make bench``).
 
-Runs the sections below, each in its own subprocess, and writes ``bench/RESULTS.md`` and
-``bench/RESULTS.json``: machine facts, versions, and every figure as the median of repeated runs
+Runs the sections below, each in its own subprocess, and writes ``RESULTS.md`` and
+``RESULTS.json``, into ``--out DIR`` if given; a full run (every section at full size) updates the
+committed ``bench/RESULTS.*``, any other run (``--quick``, ``--sections``, smaller sizes or fewer
+repeats) writes to a new temporary folder and says where, so it never overwrites those figures: machine facts, versions, and every figure as the median of repeated runs
 with its ratio to the peer measured in the same run. A missing optional peer (dlib /
 face_recognition: ``bash bench/peers/install.sh``) gives a "skipped: <reason>" entry, never a
 failed run. See bench/README.md.
@@ -369,10 +371,22 @@ def markdown(res: dict) -> str:
 # -- main -------------------------------------------------------------------------------------------
 
 
+def results_dir(args: argparse.Namespace, order: list[str]) -> Path:
+    """``--out``, else bench/ for a full run (the committed figures), else a new temporary folder:
+    a smoke or partial run must not overwrite the committed figures."""
+    if args.out:
+        return Path(args.out)
+    narrowed = [args.pairs, args.prep_images, args.gallery_sizes, args.repeats]
+    if not args.quick and order == NAMES and all(v is None for v in narrowed):
+        return REPO / "bench"
+    return Path(tempfile.mkdtemp(prefix="faceverify-bench-"))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="CI smoke run: fewer sizes, repeats and pairs (< 3 min on a quiet machine)")
-    p.add_argument("--out", default=str(REPO / "bench"), help="directory for RESULTS.md and RESULTS.json (default: bench/)")
+    p.add_argument("--out", default=None, help="directory for RESULTS.md and RESULTS.json (default: bench/ for a full run, "
+                                              "else a new temporary folder, printed)")
     p.add_argument("--sections", default=",".join(NAMES), help=f"comma-separated subset of: {', '.join(NAMES)}")
     p.add_argument("--without-peer", action="append", default=[], choices=["dlib", "facenet"],
                    help="treat an optional peer as not installed (its entries say skipped)")
@@ -417,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         if key in headline:
             res[key] = headline[key]
     res["skipped"] = skipped_entries(res["sections"])
-    out = Path(args.out)
+    out = results_dir(args, order)
     out.mkdir(parents=True, exist_ok=True)
     (out / "RESULTS.json").write_text(dump(res) + "\n")
     (out / "RESULTS.md").write_text(markdown(res))

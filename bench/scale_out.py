@@ -13,7 +13,7 @@ vectors, ``bench.load_service.build_gallery``), real ``faceverify serve`` proces
   an API enrollment pays after inference;
 * with 2 replicas: how long until an enrollment acknowledged by one is returned by /identify on the other.
 
-PostgreSQL is a throw-away local cluster (``faceverify.gallery.pg_cluster``; fsync on), or
+PostgreSQL is a throw-away local cluster (``tests/service_fixtures/pg_cluster.py``; fsync on), or
 ``FACEVERIFY_BENCH_PG_URL`` (an empty database). Without either the PostgreSQL figures are
 "skipped: <reason>".
 
@@ -55,7 +55,7 @@ def postgres(tmp: Path):
     url = os.environ.get("FACEVERIFY_BENCH_PG_URL")
     if url:
         return (lambda: url), (lambda: None)
-    from faceverify.gallery.pg_cluster import PostgresCluster, find_bindir, missing_reason
+    from tests.service_fixtures.pg_cluster import PostgresCluster, find_bindir, missing_reason  # test-only code, in the checkout
 
     reason = missing_reason()
     if reason:

@@ -1,8 +1,13 @@
-"""Where the shared face data lives: ``$FACEVERIFY_DATA``, else ``../shared/data`` beside the
-checkout (or beside the current directory). Nothing is ever downloaded."""
+"""Where faceverify finds its models and the face data. Nothing is ever downloaded.
+
+Models: the checkout's ``models/`` when running from a checkout, else the ``faceverify_models``
+package that a wheel installs beside ``faceverify`` (the same folder, shipped; see the README,
+"Install"). Data: ``$FACEVERIFY_DATA`` (or a command's own path options); in a checkout,
+``../shared/data`` beside it is the default."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shlex
 from pathlib import Path
@@ -10,13 +15,31 @@ from typing import Sequence
 
 from .errors import DataNotFoundError
 
+# The checkout holding this package, when it runs from one (else the site-packages folder).
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def in_checkout() -> bool:
+    """True when this ``faceverify`` is the package folder of a source checkout (a git clone or
+    an editable install), not a copy installed from a wheel."""
+    return (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "models").is_dir()
+
+
+def _models_dir() -> Path:
+    if in_checkout():
+        return REPO_ROOT / "models"
+    spec = importlib.util.find_spec("faceverify_models")  # installed with the wheel
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations))).resolve()
+    return REPO_ROOT / "faceverify_models"  # missing: models.py says what is absent when asked for it
+
+
+# Named models (``--model NAME``): a folder MODELS_DIR/NAME holding a model card (MODEL.json).
+MODELS_DIR = _models_dir()
 # The shipped default model: used by verify, serve and eval when no --model is given.
-DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "default"
+DEFAULT_MODEL_DIR = MODELS_DIR / "default"
 # dlib's descriptor served through faceverify: its calibration and card (weights: the [dlib] extra).
-DLIB_MODEL_DIR = REPO_ROOT / "models" / "dlib"
-# Named models (``--model NAME``): a folder models/NAME holding a model card (MODEL.json).
-MODELS_DIR = REPO_ROOT / "models"
+DLIB_MODEL_DIR = MODELS_DIR / "dlib"
 
 
 def cache_root() -> Path:
@@ -35,14 +58,19 @@ def weights_root() -> Path:
 def data_root() -> Path:
     """The data root; raises DataNotFoundError with the places it looked."""
     env = os.environ.get("FACEVERIFY_DATA")
-    candidates = [Path(env)] if env else [REPO_ROOT.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
-    for path in candidates:
+    if env:
+        path = Path(env).expanduser()
         if path.is_dir():
             return path.resolve()
-    looked = ", ".join(str(p) for p in candidates)
+        raise DataNotFoundError(f"FACEVERIFY_DATA={env} is not a folder. Point it at the folder that holds lfw/ and train/ "
+                                "(the project's shared face data; it is never downloaded).")
+    default = REPO_ROOT.parent / "shared" / "data"
+    if in_checkout() and default.is_dir():  # only a checkout has a default place for the data
+        return default.resolve()
+    where = f"not in {default}, the checkout's default" if in_checkout() else "an installed faceverify has no default place for it"
     raise DataNotFoundError(
-        f"face data not found (looked in: {looked}). Set FACEVERIFY_DATA to the folder that holds "
-        "lfw/ and train/ (the project's shared data; it is never downloaded)."
+        f"face data not found ({where}). Set FACEVERIFY_DATA to the folder that holds lfw/ and train/, or give the "
+        "command its paths as options (e.g. faceverify eval lfw --pairs FILE --images DIR); nothing is ever downloaded."
     )
 
 
@@ -50,7 +78,8 @@ def data_path(*parts: str) -> Path:
     """A path under the data root that must exist, e.g. ``data_path("lfw", "pairs.txt")``."""
     path = data_root().joinpath(*parts)
     if not path.exists():
-        raise DataNotFoundError(f"{path} does not exist under the data root {data_root()}; check FACEVERIFY_DATA.")
+        raise DataNotFoundError(f"{path} does not exist under the data root {data_root()}: point FACEVERIFY_DATA at the "
+                                "folder that holds lfw/ and train/, or give the command this path as an option.")
     return path
 
 

@@ -74,6 +74,24 @@ class Calibration:
     flip: str | None = None
     path: Path | None = None
     default: str | None = None  # the operating point chosen on View 1 (``default_operating_point``)
+    tar_at_far: dict[str, float] = field(default_factory=dict)  # {"1e-3": TAR}: what each FAR point keeps
+
+    @property
+    def default_operating_point(self) -> str:
+        """The operating point a verdict uses when none is asked for."""
+        return self.default or DEFAULT_OPERATING_POINT
+
+    def operating_points(self) -> list[dict]:
+        """The calibrated operating points, for a client to offer and explain: ``name``,
+        ``threshold``, ``far`` (the false-accept rate it was set at; None for ``best_accuracy``)
+        and ``tar`` (the share of same-person pairs above it, when the calibration measured it)."""
+        names = [p for p in OPERATING_POINTS if p in self.thresholds] + [p for p in self.thresholds if p not in OPERATING_POINTS]
+        out = []
+        for name in names:
+            far = name[4:] if name.startswith("far_") else None
+            out.append({"name": name, "threshold": self.thresholds[name], "far": float(far) if far else None,
+                        "tar": self.tar_at_far.get(far) if far else None})
+        return out
 
     @classmethod
     def for_model(cls, model: str | Path | ModelRef) -> "Calibration":
@@ -95,7 +113,8 @@ class Calibration:
         default = data.get("default_operating_point")
         if default is not None and default not in thresholds:
             raise ConfigError(f"{path}: default_operating_point {default!r} has no threshold in the file.")
-        return cls(thresholds, "cosine", data.get("flip"), path, default)
+        tar = {str(k): float(v) for k, v in (data.get("tar_at_far") or {}).items() if isinstance(v, (int, float))}
+        return cls(thresholds, "cosine", data.get("flip"), path, default, tar)
 
 
 @dataclass
@@ -236,7 +255,7 @@ class Verifier:
             if not isinstance(override, (int, float, np.number)) or not np.isfinite(override):
                 raise InvalidInputError(f"threshold {override!r} is not a finite number.", field="threshold")
             return ThresholdChoice(float(override), "request")
-        point = operating_point or self.calibration.default or DEFAULT_OPERATING_POINT
+        point = operating_point or self.calibration.default_operating_point
         if point not in OPERATING_POINTS and point not in self.calibration.thresholds:
             raise UnknownOperatingPointError(f"unknown operating point {point!r}; choose one of {list(OPERATING_POINTS)}.")
         if point in self.calibration.thresholds:

@@ -25,7 +25,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 VPY=.venv/bin/python
 stamp=.venv/.faceverify-setup
-want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)${FACEVERIFY_EXTRAS:-dev}${FACEVERIFY_GPU:-0}"
+want="$(cat pyproject.toml setup.py scripts/setup.sh | sha256sum | cut -c1-16)${FACEVERIFY_EXTRAS:-dev}${FACEVERIFY_GPU:-0}"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "setup: .venv is up to date"
   if [ "${1:-}" = "--test" ] && ! "$VPY" -c "import dlib, face_recognition_models" 2>/dev/null; then

@@ -2,8 +2,12 @@
 
 Tiers: ``make test`` runs everything; ``make test-fast`` runs ``-m "not slow"``, which leaves out
 every test that trains a network or waits on a long start-up. Tests are ``slow`` by an explicit
-``@pytest.mark.slow`` (training runs, the full LFW run, bench, the deepest networks) or, below,
-by the fixtures they use: the session's tiny served model (trained on first use) and PostgreSQL.
+``@pytest.mark.slow`` (training runs, the LFW run, bench, server start-ups, the deepest networks)
+or, below, by the fixtures they use (PostgreSQL).
+
+Verdicts (same person accepted, different people rejected, thresholds, identify ranks) are judged
+with ``served_model``, the shipped ``models/default``: never with a model trained during the run,
+whose accuracy depends on the machine (tests/service_fixtures/model.py says why).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import pytest
 from faceverify.paths import data_root
 
 
-SLOW_FIXTURES = {"tiny_model", "pg_cluster"}  # a network trained in the session; a PostgreSQL cluster
+SLOW_FIXTURES = {"pg_cluster"}  # a PostgreSQL cluster
 
 
 def pytest_collection_modifyitems(config, items):
@@ -35,6 +39,14 @@ def lfw_images(data_dir):
 
 
 @pytest.fixture(scope="session")
+def served_model():
+    """The model directory the service and verdict tests serve: the shipped models/default."""
+    from service_fixtures.model import served_model
+
+    return served_model()
+
+
+@pytest.fixture(scope="session")
 def detector():
     from faceverify.detect import FaceDetector
 
@@ -43,10 +55,10 @@ def detector():
 
 @pytest.fixture(scope="session")
 def pg_cluster():
-    """A throw-away PostgreSQL cluster (faceverify/gallery/pg_cluster.py). Missing binaries fail
+    """A throw-away PostgreSQL cluster (tests/service_fixtures/pg_cluster.py). Missing binaries fail
     the run when root (CI runs `make test` as root after `scripts/setup.sh --test`, which installs
     them); without root and without binaries the PostgreSQL tests are skipped, with the reason."""
-    from faceverify.gallery.pg_cluster import PostgresCluster, find_bindir, missing_reason
+    from service_fixtures.pg_cluster import PostgresCluster, find_bindir, missing_reason
 
     reason = missing_reason()
     if reason:

@@ -1,5 +1,7 @@
 """``python -m bench``: one command writes RESULTS.md/json with the interface's keys; a missing
-optional peer is a "skipped" entry, never a crash. Runs the real sections at their smallest sizes."""
+optional peer is a "skipped" entry, never a crash; a run without --out other than a full one writes
+to a temporary folder it names, never over the committed figures. Runs the real sections at their
+smallest sizes."""
 
 from __future__ import annotations
 
@@ -7,8 +9,11 @@ import importlib.util
 import json
 import math
 import os
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,11 +22,23 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # each runs `python -m bench` sections (the training section trains)
 
 
-def run_bench(out: Path, *args: str) -> tuple[dict, str]:
+def run_bench(out: Path | None, *args: str) -> tuple[dict, str]:
+    """``python -m bench --quick --out OUT ...``; with ``out`` None, no --out: the run must write to
+    a temporary folder it names, never over the committed bench/RESULTS.*."""
     env = {**os.environ, "FACEVERIFY_BENCH_PROGRESS": "0"}
-    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(out), "--repeats", "1", *args],
+    committed = [(REPO / "bench" / name).read_bytes() for name in ("RESULTS.json", "RESULTS.md")]
+    where = [] if out is None else ["--out", str(out)]
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", *where, "--repeats", "1", *args],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    assert [(REPO / "bench" / name).read_bytes() for name in ("RESULTS.json", "RESULTS.md")] == committed
+    written = Path(re.search(r"^wrote (\S+)/RESULTS\.md and ", proc.stderr, re.M).group(1))
+    if out is None:
+        assert written.parent == Path(tempfile.gettempdir()) and written.name.startswith("faceverify-bench-"), written
+        results = json.loads((written / "RESULTS.json").read_text()), (written / "RESULTS.md").read_text()
+        shutil.rmtree(written)
+        return results
+    assert written == out
     return json.loads((out / "RESULTS.json").read_text()), (out / "RESULTS.md").read_text()
 
 
@@ -42,8 +59,8 @@ def assert_finite_non_negative(obj) -> None:
     assert not bad, bad
 
 
-def test_verify_and_gallery_with_dlib_missing(tmp_path):
-    res, md = run_bench(tmp_path, "--sections", "verify_pair,gallery", "--without-peer", "dlib", "--pairs", "4",
+def test_verify_and_gallery_with_dlib_missing():
+    res, md = run_bench(None, "--sections", "verify_pair,gallery", "--without-peer", "dlib", "--pairs", "4",
                         "--gallery-sizes", "3000,30000")
     vp = res["verify_pair"]
     assert vp["faceverify_p50_ms"] > 0 and vp["faceverify_p95_ms"] >= vp["faceverify_p50_ms"]
@@ -86,8 +103,10 @@ def test_verify_pair_against_dlib(tmp_path):
 
 
 def test_model_sections_smallest(tmp_path):
-    """Sections 1, 2, 4, 6, 7 at their quick sizes (prep on 16 images): structure and sane numbers."""
-    res, md = run_bench(tmp_path, "--sections", "machine_limit,embedding,prep,service,training", "--prep-images", "16",
+    """Sections 1, 2, 4, 6 at their quick sizes (prep on 16 images): structure and sane numbers.
+    Section 7 (training, a third of this run's time when it was included) is measured by the
+    trainer itself: test_train_speed_measures_the_trainer runs its measurement in-process."""
+    res, md = run_bench(tmp_path, "--sections", "machine_limit,embedding,prep,service", "--prep-images", "16",
                         "--without-peer", "dlib")
     s = res["sections"]
     assert not [n for n, v in s.items() if "error" in v]
@@ -98,11 +117,8 @@ def test_model_sections_smallest(tmp_path):
     assert s["prep"]["workers_1"]["images_per_s"]["median"] > 0 and s["prep"]["dlib"]["skipped"]
     assert [r["concurrency"] for r in s["service"]["verify"]] == [1, 8, 32]
     assert all(r["ok"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0 for r in s["service"]["verify"])
-    assert s["training"]["default_recipe"]["train_img_s"] > 0 and s["training"]["gpu_recipe_batch2"]["train_batch"] == 2
-    assert s["training"]["trainer"] == s["training"]["default_recipe"]["trainer"] == "faceverify.training.loop.train"
-    assert s["training"]["default_recipe"]["fraction_of_fp32_gemm_peak"] > 0  # derived from section 1
     assert_finite_non_negative(s)
-    for title in ("Machine limit", "Embedding throughput", "faceverify prep", "/verify under load", "Training speed"):
+    for title in ("Machine limit", "Embedding throughput", "faceverify prep", "/verify under load"):
         assert title in md
 
 

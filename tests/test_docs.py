@@ -1,5 +1,5 @@
-"""Docs true to the code, and tracked files free of machine paths: no tracked file holds this
-checkout's absolute path, no doc or comment cites one of this project's issue numbers (they mean
+"""Docs true to the code, and tracked files free of machine paths and leftovers: no tracked file
+holds this checkout's absolute path or is a merge/editor leftover (``*.orig``, ``*.rej``, ``*.bak``), no doc or comment cites one of this project's issue numbers (they mean
 nothing to a reader), and what the docs name — files and modules, the packed set's keys, failure
 reasons, operating points, the default model's figures — is what the code and model files hold."""
 
@@ -48,6 +48,16 @@ def test_no_tracked_file_holds_the_checkouts_absolute_path():
     shipped = [p for p in files if p.suffix in {".md", ".json", ".yaml", ".csv"} and "tests" not in p.parts]
     found = [f"{p.relative_to(REPO)}: {m.group(0)}" for p in shipped for m in [machine.search(p.read_text())] if m]
     assert not found, found
+
+
+LEFTOVER_SUFFIXES = (".orig", ".rej", ".bak")  # what merges, patch and editors leave behind
+
+
+def test_no_merge_or_editor_leftover_is_tracked():
+    files = tracked_files()
+    assert REPO / "README.md" in files  # the listing is real
+    leftovers = sorted(str(p.relative_to(REPO)) for p in files if p.name.endswith(LEFTOVER_SUFFIXES))
+    assert not leftovers, f"{leftovers}: merge or editor leftovers; git rm them"
 
 
 def test_reports_show_paths_without_the_machine_layout():

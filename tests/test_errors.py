@@ -151,3 +151,20 @@ def test_commands_follow_the_exit_status_table(tmp_path, capsys):
     with pytest.raises(SystemExit) as usage:  # argparse's own usage error
         cli.main(["verify", "a.jpg"])
     assert usage.value.code == EXIT_USAGE
+
+
+def test_missing_data_says_what_is_missing_and_how_to_point_at_it(tmp_path, monkeypatch, capsys):
+    """Data paths come from options or FACEVERIFY_DATA: a wrong FACEVERIFY_DATA, or a data root
+    without the part a command needs, is a usage error naming the missing path and the remedy."""
+    from faceverify import cli
+    from faceverify.paths import data_root, lfw_root
+
+    monkeypatch.setenv("FACEVERIFY_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(errors.DataNotFoundError, match=r"FACEVERIFY_DATA=.*nowhere is not a folder.*lfw/ and train/"):
+        data_root()
+    monkeypatch.setenv("FACEVERIFY_DATA", str(tmp_path))  # a folder, but without lfw/
+    with pytest.raises(errors.DataNotFoundError, match=r"lfw does not exist under the data root.*FACEVERIFY_DATA.*option"):
+        lfw_root()
+    status = cli.main(["eval", "lfw", "--out", str(tmp_path / "out")])  # the default model, the default pairs file
+    out = capsys.readouterr()
+    assert status == EXIT_USAGE and f"{tmp_path / 'lfw'} does not exist" in out.out + out.err, out

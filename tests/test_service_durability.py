@@ -9,30 +9,25 @@ import threading
 import httpx
 import pytest
 from service_fixtures.server import LiveServer
-from service_fixtures.tiny_model import IDENTITIES, TRAIN_PER_ID, cached, lfw_image
+from service_fixtures.model import IDENTITIES, PHOTOS_PER_ID, dim, lfw_image
 
 from faceverify.gallery import Gallery
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]  # server start-ups
 
 CLIENTS = 4
 KILL_AFTER = 12  # acknowledged enrollments before the kill (requests are still in flight then)
 
 
-@pytest.fixture(scope="session")
-def tiny_model(request):
-    return cached(request.config)
-
-
-def test_kill_9_mid_burst_keeps_every_acknowledged_enrollment(tiny_model, tmp_path):
+def test_kill_9_mid_burst_keeps_every_acknowledged_enrollment(served_model, tmp_path):
     gallery_dir = tmp_path / "gallery"
-    photos = [lfw_image(name, n) for n in range(1, TRAIN_PER_ID + 1) for name in IDENTITIES]  # distinct photos
+    photos = [lfw_image(name, n) for n in range(1, PHOTOS_PER_ID + 1) for name in IDENTITIES]  # distinct photos
     acked: list[tuple[int, str]] = []  # (photo index, face_id) of every 201
     lock = threading.Lock()
     counter = itertools.count()
     enough = threading.Event()
 
-    srv = LiveServer(tiny_model, gallery_dir).start()
+    srv = LiveServer(served_model, gallery_dir).start()
     try:
         assert httpx.post(srv.url + "/collections", json={"name": "door"}, headers=srv.auth).status_code == 201
 
@@ -67,7 +62,7 @@ def test_kill_9_mid_burst_keeps_every_acknowledged_enrollment(tiny_model, tmp_pa
         srv.stop()
     assert len(acked) >= KILL_AFTER and in_flight_when_killed >= 1
 
-    srv2 = LiveServer(tiny_model, gallery_dir).start()
+    srv2 = LiveServer(served_model, gallery_dir).start()
     try:
         with httpx.Client(base_url=srv2.url, timeout=60) as c:
             faces = c.get("/collections/door/faces").json()["faces"]
@@ -85,5 +80,5 @@ def test_kill_9_mid_burst_keeps_every_acknowledged_enrollment(tiny_model, tmp_pa
                 assert top["face_id"] == face_id and top["similarity"] > 0.999, (i, top)
     finally:
         srv2.stop()
-    with Gallery(gallery_dir, 64, use_snapshot=False) as g:
+    with Gallery(gallery_dir, dim(), use_snapshot=False) as g:
         assert g.integrity_check() == "ok" and g.db_face_count() == len(stored)

@@ -1,5 +1,5 @@
-"""Service hardening, against a real ``faceverify serve`` on 127.0.0.1 with the tiny
-model, real MTCNN and real LFW photos: HTTP semantics (405 + Allow, HEAD), client hang-ups are
+"""Service hardening, against a real ``faceverify serve`` on 127.0.0.1 with the shipped
+default model, real MTCNN and real LFW photos: HTTP semantics (405 + Allow, HEAD), client hang-ups are
 not server errors, every error code is documented and precise, nothing discloses server paths or
 echoes huge input, ``--auth all`` covers the docs and the demo page, keys never come from the
 query string, and the thread policy is in effect."""
@@ -23,24 +23,19 @@ import numpy as np
 import pytest
 from service_fixtures import images as im
 from service_fixtures.server import API_KEY, LiveServer, free_port
-from service_fixtures.tiny_model import cached
+from service_fixtures.model import dim
 
 from faceverify.paths import REPO_ROOT
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]  # server start-ups
 
 DOCS = REPO_ROOT / "docs" / "service.md"
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")  # X-Request-ID when the client sends none
 
 
-@pytest.fixture(scope="session")
-def tiny_model(request):
-    return cached(request.config)
-
-
 @pytest.fixture(scope="module")
-def server(tiny_model, tmp_path_factory):
-    srv = LiveServer(tiny_model, tmp_path_factory.mktemp("hard") / "gallery").start()
+def server(served_model, tmp_path_factory):
+    srv = LiveServer(served_model, tmp_path_factory.mktemp("hard") / "gallery").start()
     with httpx.Client(base_url=srv.url, timeout=60.0) as c:
         assert c.post("/collections", json={"name": "c1"}, headers=srv.auth).status_code == 201
         r = c.post("/collections/c1/subjects/gwb/faces", headers=srv.auth, data={"policy": "largest_central"},
@@ -58,8 +53,8 @@ def client(server):
 
 
 @pytest.fixture(scope="module")
-def locked_server(tiny_model, tmp_path_factory):
-    srv = LiveServer(tiny_model, tmp_path_factory.mktemp("locked") / "gallery", "--auth", "all")
+def locked_server(served_model, tmp_path_factory):
+    srv = LiveServer(served_model, tmp_path_factory.mktemp("locked") / "gallery", "--auth", "all")
     yield srv.start()
     srv.stop()
 
@@ -245,24 +240,24 @@ def test_data_url_with_parameters_is_accepted(client):
 @pytest.mark.parametrize("body", [{"k": True}, {"k": False}, {"k": 2.0}, {"k": "lots"}, {"threshold": True}],
                          ids=["k_true", "k_false", "k_float", "k_text", "threshold_true"])
 def test_numbers_are_numbers_not_booleans(client, body):
-    r = client.post("/identify", json={"collection": "c1", "embedding": [0.1] * 64, **body})
+    r = client.post("/identify", json={"collection": "c1", "embedding": [0.1] * dim(), **body})
     assert r.status_code == 422 and r.json()["code"] == "validation_error", r.text
     assert list(body)[0] in r.json()["message"]
 
 
 def test_integer_k_still_works_in_json_and_forms(client):
-    assert client.post("/identify", json={"collection": "c1", "embedding": [0.1] * 64, "k": 1}).status_code == 200
+    assert client.post("/identify", json={"collection": "c1", "embedding": [0.1] * dim(), "k": 1}).status_code == 200
     r = client.post("/identify", data={"collection": "c1", "k": "1"},
                     files={"image": ("q.jpg", im.photo("George_W_Bush", 50), "image/jpeg")})
     assert r.status_code == 200 and len(r.json()["matches"]) == 1, r.text
 
 
 @pytest.mark.parametrize("raw", [
-    '{"collection": "c1", "embedding": [%s]}' % ", ".join(["0"] * 64),
-    '{"collection": "c1", "embedding": [%s]}' % ", ".join(["0.0"] * 63 + ["-0.0"]),
-    '{"collection": "c1", "embedding": [NaN%s]}' % (", 0.1" * 63),
-    '{"collection": "c1", "embedding": [Infinity%s]}' % (", 0.1" * 63),
-    '{"collection": "c1", "embedding": [1e400%s]}' % (", 0.1" * 63),
+    '{"collection": "c1", "embedding": [%s]}' % ", ".join(["0"] * dim()),
+    '{"collection": "c1", "embedding": [%s]}' % ", ".join(["0.0"] * (dim() - 1) + ["-0.0"]),
+    '{"collection": "c1", "embedding": [NaN%s]}' % (", 0.1" * (dim() - 1)),
+    '{"collection": "c1", "embedding": [Infinity%s]}' % (", 0.1" * (dim() - 1)),
+    '{"collection": "c1", "embedding": [1e400%s]}' % (", 0.1" * (dim() - 1)),
 ], ids=["zeros", "signed_zeros", "nan", "infinity", "overflow"])
 def test_unusable_query_embedding_is_invalid_embedding(client, raw):
     r = client.post("/identify", content=raw.encode(), headers={"content-type": "application/json"})
@@ -284,7 +279,7 @@ def test_query_embedding_scale_does_not_matter(client):
 # -- 4. no information disclosure ------------------------------------------------------------------
 
 
-def test_no_response_names_a_server_path(client, server, tiny_model):
+def test_no_response_names_a_server_path(client, server, served_model):
     a, b = im.photo("Tony_Blair", 49), im.photo("Tony_Blair", 50)
     responses = {
         "health": client.get("/health"),
@@ -295,15 +290,15 @@ def test_no_response_names_a_server_path(client, server, tiny_model):
         "openapi": client.get("/openapi.json"),
         "unknown_collection": client.get("/collections/nope"),
     }
-    secrets = [str(tiny_model), str(server.gallery), str(REPO_ROOT), "/tmp/", "/home/", "/work/", "model.pt"]
+    secrets = [str(served_model), str(server.gallery), str(REPO_ROOT), "/tmp/", "/home/", "/work/", "model.pt"]
     for name, r in responses.items():
         assert r.status_code in (200, 404), (name, r.text)
         leaked = [s for s in secrets if s in r.text]
         assert not leaked, (name, leaked, r.text[:500])
-    sha = hashlib.sha256((tiny_model / "model.pt").read_bytes()).hexdigest()[:16]
+    sha = hashlib.sha256((served_model / "model.pt").read_bytes()).hexdigest()[:16]
     model = responses["health"].json()["model"]
-    assert model["sha256"] == sha and model["id"] == tiny_model.name and model["calibration_file"] == "calibration.json"
-    assert model["name"] == f"{tiny_model.name}@sha256:{sha}"
+    assert model["sha256"] == sha and model["id"] == served_model.name and model["calibration_file"] == "calibration.json"
+    assert model["name"] == f"{served_model.name}@sha256:{sha}"
     for name in ("verify", "embed"):
         assert responses[name].json()["model"] == model["name"]
     assert responses["verify"].json()["threshold_source"]["file"] == "calibration.json"
@@ -340,7 +335,7 @@ def test_long_path_segments_are_not_echoed_in_full(server, method, path, code):
 
 
 @pytest.mark.parametrize("request_kw", [
-    {"method": "POST", "url": "/identify", "json": {"collection": "c1", "embedding": [0.1] * 64, LONG: 1}},
+    {"method": "POST", "url": "/identify", "json": {"collection": "c1", "embedding": [0.1] * dim(), LONG: 1}},
     {"method": "POST", "url": "/collections", "json": {"name": "ok", LONG: 1}, "headers": {"X-API-Key": API_KEY}},
     {"method": "POST", "url": "/verify", "data": {LONG[:900]: "1"}, "files": _verify_files(im.photo(), im.photo())},
 ], ids=["json_key", "json_key_fastapi_body", "form_field"])
@@ -388,18 +383,18 @@ def test_auth_all_locks_docs_schema_and_demo(locked_server):
 # -- 5. the thread policy is in effect ---------------------------------------------------------------
 
 
-def test_default_thread_policy(tiny_model, tmp_path):
+def test_default_thread_policy(served_model, tmp_path):
     """Started like production (no --torch-threads, nothing in the environment): one intra-op
     thread, and passive OpenMP waits that reached the OpenMP runtime itself (set before torch
     loaded it: libgomp reports a spin count of 0 instead of its default 300,000).
     FACEVERIFY_TORCH_THREADS overrides the thread count; an OMP_WAIT_POLICY of the user's own is kept."""
     clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "FACEVERIFY_TORCH_THREADS")}
     clean["OMP_DISPLAY_ENV"] = "VERBOSE"  # each OpenMP runtime prints its settings when it loads
-    runtime, stderr = _runtime_of(tiny_model, tmp_path / "g1", clean)
+    runtime, stderr = _runtime_of(served_model, tmp_path / "g1", clean)
     assert runtime == {"torch_threads": 1, "omp_wait_policy": "PASSIVE", "kmp_blocktime": "0"}
     spin = re.findall(r"GOMP_SPINCOUNT = '(\d+)'", stderr)
     assert spin and set(spin) == {"0"}, stderr[-2000:]
-    runtime, stderr = _runtime_of(tiny_model, tmp_path / "g2", {**clean, "FACEVERIFY_TORCH_THREADS": "2", "OMP_WAIT_POLICY": "ACTIVE"})
+    runtime, stderr = _runtime_of(served_model, tmp_path / "g2", {**clean, "FACEVERIFY_TORCH_THREADS": "2", "OMP_WAIT_POLICY": "ACTIVE"})
     assert runtime == {"torch_threads": 2, "omp_wait_policy": "ACTIVE", "kmp_blocktime": "0"}
     assert "0" not in set(re.findall(r"GOMP_SPINCOUNT = '(\d+)'", stderr))
 
@@ -468,7 +463,7 @@ def test_a_client_request_id_is_echoed_and_sanitised(client):
         assert GENERATED_ID.fullmatch(r.headers["x-request-id"]), nothing_safe
 
 
-def test_a_500_names_its_request_id_in_body_header_and_log(tiny_model, tmp_path):
+def test_a_500_names_its_request_id_in_body_header_and_log(served_model, tmp_path):
     """A real 500: the gallery database changed under the running server by another process (a
     table renamed), so the next read fails inside SQLite. The client gets internal_error with the
     request id (no server detail), and the log line with the traceback names the same id."""
@@ -476,7 +471,7 @@ def test_a_500_names_its_request_id_in_body_header_and_log(tiny_model, tmp_path)
 
     from faceverify.gallery import DB_NAME
 
-    srv = LiveServer(tiny_model, tmp_path / "gallery").start()
+    srv = LiveServer(served_model, tmp_path / "gallery").start()
     try:
         with httpx.Client(base_url=srv.url, timeout=60.0) as c:
             assert c.post("/collections", json={"name": "c1"}, headers=srv.auth).status_code == 201

@@ -12,16 +12,11 @@ import time
 import httpx
 import pytest
 from service_fixtures.server import LiveServer
-from service_fixtures.tiny_model import HELD_OUT, IDENTITIES, TRAIN_PER_ID, cached, lfw_image
+from service_fixtures.model import IDENTITIES, PHOTOS_PER_ID, lfw_image
 
 pytestmark = pytest.mark.timeout(600)
 
 FORM = {"policy": "largest_central"}
-
-
-@pytest.fixture(scope="session")
-def tiny_model(request):
-    return cached(request.config)
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +25,11 @@ def gallery_url(pg_cluster):
 
 
 @pytest.fixture(scope="module")
-def replicas(tiny_model, gallery_url, tmp_path_factory):
+def replicas(served_model, gallery_url, tmp_path_factory):
     logs = tmp_path_factory.mktemp("replica-logs")
-    a = LiveServer(tiny_model, gallery_url, log_dir=logs).start()
+    a = LiveServer(served_model, gallery_url, log_dir=logs).start()
     try:
-        b = LiveServer(tiny_model, gallery_url, log_dir=logs).start()
+        b = LiveServer(served_model, gallery_url, log_dir=logs).start()
     except BaseException:
         a.stop()
         raise
@@ -83,7 +78,7 @@ def top_face(client: httpx.Client, embedding: list[float], retry_503: bool = Fal
 
 def test_enroll_on_one_identify_on_the_other_and_delete(replicas):
     a, b = replicas
-    image = photo(IDENTITIES[0], HELD_OUT[0])
+    image = photo(IDENTITIES[0], 49)
     query = embed(b, image)  # before the enrollment: nothing left to compute while we time
     with httpx.Client(base_url=a.url, headers=a.auth, timeout=60) as ca, httpx.Client(base_url=b.url, timeout=60) as cb:
         r = enroll(ca, "alice", image)
@@ -100,13 +95,13 @@ def test_enroll_on_one_identify_on_the_other_and_delete(replicas):
         assert cb.get("/collections/door/faces").json()["faces"] == []  # the database agrees
 
 
-def test_kill_9_one_replica_mid_burst(replicas, tiny_model, gallery_url, tmp_path):
+def test_kill_9_one_replica_mid_burst(replicas, served_model, gallery_url, tmp_path):
     """Clients enroll through a third replica C and through B at once; C is killed -9 after a few
     acknowledgements. Every acknowledged enrollment is in the database and in B's index, and B
     keeps answering throughout."""
     _, b = replicas
-    c = LiveServer(tiny_model, gallery_url, log_dir=tmp_path).start()
-    photos = [photo(name, n) for n in range(1, TRAIN_PER_ID + 1) for name in IDENTITIES]
+    c = LiveServer(served_model, gallery_url, log_dir=tmp_path).start()
+    photos = [photo(name, n) for n in range(1, PHOTOS_PER_ID + 1) for name in IDENTITIES]
     acked: list[tuple[int, str]] = []
     lock = threading.Lock()
     counter = itertools.count()
@@ -159,7 +154,7 @@ def test_kill_9_one_replica_mid_burst(replicas, tiny_model, gallery_url, tmp_pat
 
 def test_postgres_restart_under_load(replicas, pg_cluster):
     a, b = replicas
-    image = photo(IDENTITIES[1], HELD_OUT[1])
+    image = photo(IDENTITIES[1], 50)
     query = embed(a, image)
     seen: list[tuple[str, int, str | None, float, float]] = []  # (replica, status, Retry-After, sent, answered)
     stop = threading.Event()

@@ -9,22 +9,15 @@ import sys
 import httpx
 import pytest
 from service_fixtures.server import API_KEY, LiveServer
-from service_fixtures.tiny_model import cached
-
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]  # a server start-up
 
 # Everything schemathesis checks except positive_data_acceptance: a schema cannot say "a photo with
 # a face", so schema-valid random bytes are (correctly) refused with 4xx.
 CHECKS = ["--checks", "all", "--exclude-checks", "positive_data_acceptance"]
 
 
-@pytest.fixture(scope="session")
-def tiny_model(request):
-    return cached(request.config)
-
-
-def test_schemathesis_finds_no_server_errors(tiny_model, tmp_path):
-    with LiveServer(tiny_model, tmp_path / "gallery") as srv:
+def test_schemathesis_finds_no_server_errors(served_model, tmp_path):
+    with LiveServer(served_model, tmp_path / "gallery") as srv:
         # a collection to exist, so the gallery routes get past 404 for some generated names
         assert httpx.post(srv.url + "/collections", json={"name": "c1"}, headers=srv.auth).status_code == 201
         cmd = [sys.executable, "-m", "schemathesis.cli", "run", srv.url + "/openapi.json", *CHECKS,

@@ -1,2 +1,3 @@
-"""Shared helpers for the service tests: a tiny model trained on a few LFW identities, a real
-uvicorn server in a subprocess, and image fixtures made from real photos."""
+"""Shared helpers for the service tests: the served model (the shipped ``models/default``), a real
+uvicorn server in a subprocess, image fixtures made from real photos, and a throw-away PostgreSQL
+cluster (test-only code, kept out of the installed package)."""

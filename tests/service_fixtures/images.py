@@ -11,7 +11,7 @@ from PIL import Image
 
 from faceverify.image import load_image
 
-from .tiny_model import lfw_image
+from .model import lfw_image
 
 
 def photo(name: str = "George_W_Bush", number: int = 49) -> bytes:

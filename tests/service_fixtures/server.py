@@ -24,11 +24,14 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, model: Path, gallery: Path | str, *args: str, api_key: str | None = API_KEY, env: dict | None = None,
-                 log_dir: Path | None = None):
-        """``gallery``: a directory, or a postgresql:// URL (then ``log_dir`` says where the log goes)."""
+    def __init__(self, model: Path | str | None, gallery: Path | str, *args: str, api_key: str | None = API_KEY, env: dict | None = None,
+                 log_dir: Path | None = None, command: list[str] | None = None, cwd: Path | None = None):
+        """``gallery``: a directory, or a postgresql:// URL (then ``log_dir`` says where the log goes).
+        ``model`` None: no --model (the server's default). ``command``: how to run ``faceverify``
+        (default: this interpreter's ``-m faceverify``), in ``cwd`` (default: the checkout)."""
         is_url = str(gallery).startswith("postgresql://")
-        self.model, self.gallery, self.args = Path(model), (str(gallery) if is_url else Path(gallery)), list(args)
+        self.model, self.gallery, self.args = model, (str(gallery) if is_url else Path(gallery)), list(args)
+        self.command, self.cwd = command or [sys.executable, "-m", "faceverify"], cwd or REPO_ROOT
         self.api_key = api_key
         self.env = env or {}
         self.port = free_port()
@@ -45,16 +48,17 @@ class LiveServer:
         return {"X-API-Key": self.api_key} if self.api_key else {}
 
     def start(self, timeout: float = 900.0) -> "LiveServer":
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        env = {k: v for k, v in {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}.items() if v is not None}  # None: unset
         env.pop("FACEVERIFY_API_KEY", None)
         if self.api_key:
             env["FACEVERIFY_API_KEY"] = self.api_key
         # one torch thread: on a shared 2-core CI box, OpenMP barriers of 2 threads cost 5-40x
         # (docs/service.md, "Threads"); batching, not intra-op threads, is what the tests exercise
-        cmd = [sys.executable, "-m", "faceverify", "serve", "--model", str(self.model), "--gallery", str(self.gallery),
+        model = [] if self.model is None else ["--model", str(self.model)]
+        cmd = [*self.command, "serve", *model, "--gallery", str(self.gallery),
                "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning", "--torch-threads", "1", *self.args]
         self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, cwd=self.cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -33,6 +33,9 @@ def health(request: Request):
             "calibrated": bool(v.calibration.thresholds),
             "calibration_file": v.calibration.path.name if v.calibration.path else None,
             "thresholds": v.calibration.thresholds,
+            # what a client (the demo page) offers and preselects: the verdict /verify gives without options
+            "default_operating_point": v.calibration.default_operating_point,
+            "operating_points": v.calibration.operating_points(),
         }
     if service.gallery is not None and not problems:
         body.gallery = service.gallery.describe()
