@@ -3,7 +3,7 @@
 Input: ``input`` (N, 3, H, W) float32 crops normalised by ``faceverify.transforms.crops_to_tensor``;
 output: ``embedding`` (N, D) float32 (not L2-normalised). The ONNX file carries metadata
 ``faceverify.template``, ``faceverify.backbone`` and ``faceverify.embedding_dim`` (read by
-``faceverify.embedder.OnnxEmbedder``).
+``faceverify.loaders.OnnxEmbedder``).
 
     faceverify export MODEL (.pt or dir) OUT.onnx|OUT.ts [--opset 18] [--check]
 """

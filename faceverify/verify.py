@@ -25,7 +25,8 @@ from typing import Sequence
 import numpy as np
 
 from .detect import SELECTION_POLICIES
-from .embedder import Embedder, load_embedder
+from .embedder import Embedder
+from .loaders import load_embedder
 from .errors import EXIT_OK, EXIT_USAGE, ConfigError, FaceverifyError, InvalidInputError, UnknownOperatingPointError, UnsupportedImageError, exit_status
 from .image import DEFAULT_MAX_PIXELS, load_image
 from .models import CALIBRATION_FILE, ModelRef, resolve_model

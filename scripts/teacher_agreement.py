@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from faceverify.distill import TeacherTargets, centred_targets, student_view, view_params  # noqa: E402
-from faceverify.embedder import load_embedder  # noqa: E402
+from faceverify.loaders import load_embedder  # noqa: E402
 from faceverify.evaluation.lfw import all_pairs_tar_at_far, read_pairs  # noqa: E402
 from faceverify.paths import data_root  # noqa: E402
 from faceverify.training.config import load_config  # noqa: E402

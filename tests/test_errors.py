@@ -104,7 +104,7 @@ def test_bad_input_is_a_typed_error_never_a_bare_value_error(tmp_path, what, cal
 
 def test_verifier_refuses_bad_thresholds_operating_points_and_policies():
     """The Verifier's own checks, before any model work (a verifier without a model file)."""
-    from faceverify.embedder import load_embedder
+    from faceverify.loaders import load_embedder
     from faceverify.verify import Calibration, Verifier
 
     verifier = Verifier(load_embedder(REPO_ROOT / "models" / "default"), Calibration())

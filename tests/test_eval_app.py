@@ -105,7 +105,7 @@ def test_eval_without_model_and_without_default_is_a_clear_error(small_pairs, tm
 
 
 def test_feature_cache_serves_a_second_run_without_the_embedder(checkpoint, tmp_path):
-    from faceverify.embedder import TorchEmbedder
+    from faceverify.loaders import TorchEmbedder
     from faceverify.evaluation.features import compute_features
 
     paths = ["Aaron_Eckhart/Aaron_Eckhart_0001.jpg", "Abel_Pacheco/Abel_Pacheco_0001.jpg"]
@@ -180,7 +180,8 @@ def test_eval_megaface_from_feature_files_with_synthetic_distractors(tmp_path):
 def test_dlib_peer_goes_through_the_embedder_protocol():
     pytest.importorskip("dlib")
     pytest.importorskip("face_recognition_models")
-    from faceverify.embedder import Embedder, load_embedder
+    from faceverify.embedder import Embedder
+    from faceverify.loaders import load_embedder
     from faceverify.image import load_image
 
     emb = load_embedder("dlib", flip="sum")

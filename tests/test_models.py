@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from faceverify.embedder import Embedder, OnnxEmbedder, TorchEmbedder, load_embedder
+from faceverify.embedder import Embedder
+from faceverify.loaders import OnnxEmbedder, TorchEmbedder, load_embedder
 from faceverify.errors import CheckpointError
 from faceverify.models import ModelRef, resolve_model
 from faceverify.paths import DEFAULT_MODEL_DIR, DLIB_MODEL_DIR, REPO_ROOT

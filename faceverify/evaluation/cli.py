@@ -127,7 +127,7 @@ def apply_recorded_settings(args, spec: str) -> None:
 
 
 def make_embedder(args, spec: str, fallback: str = "center_crop"):
-    from faceverify.embedder import load_embedder
+    from faceverify.loaders import load_embedder
 
     # the embedder always returns mirrored-crop features when a flip mode is asked for; the
     # evaluation combines them (so one cache serves none/sum/concat)

@@ -96,7 +96,7 @@ def cached(config) -> Path:
 
 def calibrate(model_dir: Path) -> dict:
     """Thresholds on the calibration photos through the real pipeline (MTCNN -> align -> net)."""
-    from faceverify.embedder import load_embedder
+    from faceverify.loaders import load_embedder
     from faceverify.verify import Calibration, Verifier
 
     verifier = Verifier(load_embedder(Path(model_dir) / "model.pt"), Calibration())
