@@ -31,7 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .errors import CheckpointError, ConfigError
-from .paths import DEFAULT_MODEL_DIR, DLIB_MODEL_DIR, MODELS_DIR, weights_root
+from .paths import DEFAULT_MODEL_DIR, DLIB_MODEL_DIR, MODELS_DIR, display_path, weights_root
 
 CHECKPOINT_FILE = "model.pt"
 ONNX_FILE = "model.onnx"
@@ -52,6 +52,26 @@ class ModelRef:
 
     def __str__(self) -> str:
         return "dlib" if self.kind == "dlib" else str(self.path)
+
+    @property
+    def id(self) -> str:
+        """The model's name without where it lives (``model_id``): ``default``, ``dlib``, ``sface``."""
+        return model_id(self.path)
+
+    @property
+    def label(self) -> str:
+        """The model as reports show it: ``dlib``, else its path without this machine's layout."""
+        return "dlib" if self.kind == "dlib" else display_path(self.path)
+
+    def fingerprint(self, flip: str = "none") -> str:
+        """sha256 of the weights file (+ flip mode): galleries refuse embeddings of another model."""
+        return f"{self.sha256()[:16]}:flip={flip}"
+
+    @property
+    def serve_options(self) -> dict:
+        """The embedder options the service loads this model with (its card's ``serve``, e.g. dlib's
+        ``{"detector": "mtcnn_points"}``); a calibration must be measured with the same."""
+        return dict(self.manifest().get("serve") or {})
 
     @property
     def weights(self) -> Path:
@@ -174,6 +194,15 @@ def resolve_model(spec: str | os.PathLike | ModelRef | None = None) -> ModelRef:
         raise CheckpointError(f"{path} is a directory without {CHECKPOINT_FILE}, {ONNX_FILE} or a card naming its "
                               f"weights; give {SPEC_HELP}.")
     return ModelRef("onnx" if path.suffix == ".onnx" else "torch", path, path.parent)
+
+
+def model_id(model: str | os.PathLike) -> str:
+    """A model's name without where it lives: the directory's name for a model directory or its
+    ``model.pt``/``model.onnx``, else the file's stem (``models/default/model.pt`` -> ``default``)."""
+    path = Path(model)
+    if path.suffix in (".pt", ".onnx", ".pth"):
+        return path.parent.name if path.stem == "model" and path.parent.name else path.stem
+    return path.name or "model"
 
 
 def is_model_name(spec: str) -> bool:

@@ -11,7 +11,7 @@ import torch
 
 from faceverify.paths import lfw_root
 
-from faceverify.evaluation import cli as eval_app  # the app under test
+from faceverify.commands import eval as eval_app  # the app under test
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +198,7 @@ def test_dlib_peer_goes_through_the_embedder_protocol():
 
 def test_misclassified_pairs_match_the_fold_accuracies(tmp_path):
     from faceverify.evaluation import lfw
+    from faceverify.evaluation.run import misclassified
 
     f = tmp_path / "p.txt"
     f.write_text("2\t2\n" + "\n".join(["A\t1\t2", "B\t1\t2", "A\t1\tB\t1", "C\t1\tD\t1"] * 2) + "\n")
@@ -205,7 +206,7 @@ def test_misclassified_pairs_match_the_fold_accuracies(tmp_path):
     left = np.array([[1, 0], [1, 0], [1, 0], [1, 0]] * 2, float)
     right = np.array([[1, 0.1], [-1, 0.2], [0, 1], [1, 0.05]] * 2, float)  # pair 2 (same) and 4 (diff) hard
     proto = lfw.ten_fold(left, right, pairs.same, pairs.folds, center=False)
-    m = eval_app.misclassified(pairs, proto, {"D/D_0001.jpg"})
+    m = misclassified(pairs, proto, {"D/D_0001.jpg"})
     assert m["count"] == round((1 - proto.mean) * len(pairs))
     assert m["count"] == m["false_rejects"] + m["false_accepts"] and m["count"] > 0
     assert m["with_no_face_image"] == sum(p["no_face"] for p in m["pairs"])

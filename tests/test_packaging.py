@@ -38,7 +38,7 @@ def test_wheel_holds_only_the_faceverify_package(tmp_path):
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"faceverify"}, top
     # the library's commands, the demo page and the one console script are in it
-    for module in ("faceverify/cli.py", "faceverify/training/loop.py", "faceverify/training/cli.py", "faceverify/evaluation/cli.py",
+    for module in ("faceverify/cli.py", "faceverify/training/loop.py", "faceverify/training/cli.py", "faceverify/commands/eval.py",
                    "faceverify/service/cli.py", "faceverify/prep_cli.py", "faceverify/static/index.html"):
         assert module in names, module
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()

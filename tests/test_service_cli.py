@@ -74,7 +74,7 @@ def test_the_models_default_operating_point_is_used_unless_a_request_names_one(t
 
 
 def test_default_operating_point_is_the_strictest_within_a_point_of_the_best():
-    from faceverify.evaluation.cli import default_operating_point
+    from faceverify.calibration import default_operating_point
 
     at = {"far_1e-2": 0.975, "far_1e-3": 0.962, "far_1e-4": 0.90, "best_accuracy": 0.98}
     assert default_operating_point(at, 0.98) == "far_1e-2"

@@ -97,7 +97,8 @@ def cached(config) -> Path:
 def calibrate(model_dir: Path) -> dict:
     """Thresholds on the calibration photos through the real pipeline (MTCNN -> align -> net)."""
     from faceverify.loaders import load_embedder
-    from faceverify.verify import Calibration, Verifier
+    from faceverify.calibration import Calibration
+    from faceverify.verify import Verifier
 
     verifier = Verifier(load_embedder(Path(model_dir) / "model.pt"), Calibration())
     names, images = [], []
