@@ -10,7 +10,7 @@ import sys
 import pytest
 from service_fixtures.tiny_model import cached, lfw_image
 
-from faceverify import verify as verify_cli
+from faceverify.commands import verify as verify_cli
 from faceverify.paths import REPO_ROOT
 
 pytestmark = pytest.mark.timeout(600)
