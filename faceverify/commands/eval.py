@@ -14,6 +14,7 @@ from ..detect import DEFAULT_POLICY, SELECTION_POLICIES
 from ..dlib_embedder import DETECTORS as DLIB_DETECTORS
 from ..embedder import FLIP_MODES
 from ..evaluation import run as runs
+from ..evaluation.ablation import report_table, write_report
 from ..evaluation.features import default_cache_dir
 from ..evaluation.report import pct
 from ..models import SPEC_HELP, resolve_model
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     mf.add_argument("--max-rank", type=int, default=10)
     return parser
 
+
 # dlib's loader options as the flags name them
 DLIB_FLAGS = {"dlib_detector": "detector", "dlib_points": "points", "dlib_upsample": "upsample"}
 
@@ -126,8 +128,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def evaluate(args: argparse.Namespace, command: str) -> None:
     if args.protocol == "ablation":
-        from ..evaluation.ablation import report_table, write_report
-
         print(report_table(write_report(args.runs, args.out, command)["runs"]))
     elif args.protocol == "lfw":
         print_lfw(runs.lfw(resolve_model(args.model), options(args), args.out, pairs=args.pairs, images=args.images,
