@@ -39,7 +39,8 @@ from bench.gallery_search import synthetic_faces  # noqa: E402
 from faceverify.gallery import Gallery  # noqa: E402
 from faceverify.models import resolve_model  # noqa: E402
 from faceverify.paths import lfw_root  # noqa: E402
-from faceverify.verify import Calibration, model_fingerprint  # noqa: E402
+from faceverify.calibration import Calibration  # noqa: E402
+from faceverify.models import resolve_model  # noqa: E402
 
 PAIRS = [  # (image1, image2) LFW photos, cycled by the clients
     ("George_W_Bush/George_W_Bush_0001.jpg", "George_W_Bush/George_W_Bush_0002.jpg"),
@@ -190,7 +191,7 @@ def build_gallery(path: Path | str, model: Path, dim: int, n_vectors: int, faces
     faces, subjects, queries, labels = synthetic_faces(n_vectors, dim, faces_per_subject, 200, seed)
     calibration = Calibration.for_model(model)
     # no index work while loading (huge flat_max, no snapshot): the server builds its index on start
-    with Gallery(path, dim, model_fingerprint(model, calibration.flip or "none"), flat_max=10**9, use_snapshot=False) as g:
+    with Gallery(path, dim, resolve_model(model).fingerprint(calibration.flip or "none"), flat_max=10**9, use_snapshot=False) as g:
         g.create_collection("bench")
         for start in range(0, len(faces), 10_000):
             stop = min(len(faces), start + 10_000)

@@ -121,7 +121,9 @@ def measure(label: str, servers: list[Server], queries, labels, photos, duration
 
 def run(opts: dict) -> dict:
     from faceverify.paths import lfw_root
-    from faceverify.verify import Calibration, Verifier, model_fingerprint
+    from faceverify.calibration import Calibration
+    from faceverify.models import resolve_model
+    from faceverify.verify import Verifier
 
     quick = bool(opts.get("quick"))
     n = 5_000 if quick else 100_000
@@ -139,7 +141,7 @@ def run(opts: dict) -> dict:
         tmp = Path(tmp)
         model, info = bench_model(tmp)
         result["model"] = info
-        model_id = model_fingerprint(model, Calibration.for_model(model).flip or "none")  # as build_gallery and the server
+        model_id = resolve_model(model).fingerprint(Calibration.for_model(model).flip or "none")  # as build_gallery and the server
         dim = Verifier.from_model(model).dim
         result["dim"] = dim
 

@@ -1,9 +1,9 @@
 """``python -m eval`` from the repository root: the same command as ``faceverify eval``
-(faceverify/evaluation/cli.py)."""
+(faceverify/commands/eval.py)."""
 
 import sys
 
-from faceverify.evaluation.cli import main
+from faceverify.commands.eval import main
 
 if __name__ == "__main__":
     sys.exit(main())

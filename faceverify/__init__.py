@@ -22,7 +22,7 @@ def __getattr__(name: str):
 
         return Verifier
     if name == "load_embedder":
-        from .embedder import load_embedder
+        from .loaders import load_embedder
 
         return load_embedder
     raise AttributeError(f"module 'faceverify' has no attribute {name!r}")

@@ -11,11 +11,11 @@ import sys
 SUBCOMMANDS = {
     "prep": ("faceverify.prep_cli", "align a folder-per-identity dataset into a packed training set"),
     "train": ("faceverify.training.cli", "train an identity model from a YAML recipe (torchrun for many processes)"),
-    "eval": ("faceverify.evaluation.cli", "evaluate a model: LFW 10-fold protocol or MegaFace-style identification"),
-    "export": ("faceverify.export", "export a model to ONNX or TorchScript"),
+    "eval": ("faceverify.commands.eval", "evaluate a model: LFW 10-fold protocol or MegaFace-style identification"),
+    "export": ("faceverify.commands.export", "export a model to ONNX or TorchScript"),
     "serve": ("faceverify.service.cli", "run the REST service (verify, embed, gallery enroll/identify)"),
     "gallery": ("faceverify.commands.gallery", "offline gallery tools (fit-pca: the index's PCA projection)"),
-    "verify": ("faceverify.verify", "verify two photos from the command line; prints one JSON object"),
+    "verify": ("faceverify.commands.verify", "verify two photos from the command line; prints one JSON object"),
 }
 
 # Passive OpenMP waiting (faceverify/threads.py): spinning workers cost 4-6x on a shared CPU, for

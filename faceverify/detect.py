@@ -17,6 +17,7 @@ import torch
 from .errors import InvalidInputError, MultipleFacesError, NoFaceError
 
 SELECTION_POLICIES = ("largest_central", "largest", "central", "highest_score", "reject")
+DEFAULT_POLICY = "largest_central"
 
 
 @dataclass(frozen=True)

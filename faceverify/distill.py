@@ -144,7 +144,7 @@ def _init_worker(root: str, spec: str, kwargs: dict) -> None:
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"
     torch.set_num_threads(1)
-    from .embedder import load_embedder
+    from .loaders import load_embedder
     from .models import resolve_model
 
     if resolve_model(spec).kind == "onnx":  # onnxruntime's own pool: one thread per worker process too
@@ -181,7 +181,7 @@ class TeacherTargets:
     @cached_property
     def identity(self) -> tuple[str, dict]:
         """(teacher name, settings) that key the cache: loads the teacher once per object."""
-        from .embedder import load_embedder
+        from .loaders import load_embedder
         from .models import resolve_model
 
         teacher = load_embedder(self.spec, **self.kwargs)

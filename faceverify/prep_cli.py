@@ -7,7 +7,7 @@ import json
 import sys
 
 from faceverify.errors import FaceverifyError, exit_status
-from faceverify.detect import FaceDetector
+from faceverify.detect import DEFAULT_POLICY, SELECTION_POLICIES, FaceDetector
 from faceverify.landmarks import check_landmark_scale, read_landmark_file
 from faceverify.prep import CASIA_LFW_OVERLAP, prepare_dataset, read_exclusion_file
 
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--landmark-scale", type=float, default=1.0,
                    help="multiply the file's coordinates by this (SphereFace's lfw_landmark.txt on the shared 150x150 LFW: 0.6)")
     p.add_argument("--min-score", type=float, default=0.95, help="MTCNN probability below which a detection is rejected")
-    p.add_argument("--policy", default="largest_central", choices=["largest_central", "largest", "central", "highest_score"])
+    p.add_argument("--policy", default=DEFAULT_POLICY, choices=SELECTION_POLICIES)
     p.add_argument("--exclude", action="append", default=[], help="file of identity names to leave out (e.g. lfw/lfw-names.txt); repeatable")
     p.add_argument("--no-casia-exclusions", action="store_true", help=f"keep CASIA ids {', '.join(CASIA_LFW_OVERLAP)} (LFW people)")
     p.add_argument("--chunk-size", type=int, default=256)

@@ -1,135 +1,27 @@
 """Verification: two photos -> faces -> embeddings -> cosine similarity -> verdict against the
-model's calibrated threshold. One ``Verifier`` serves the REST service and the CLI::
-
-    faceverify verify a.jpg b.jpg [--model PATH] [--operating-point far_1e-3] [--threshold T]
-
-prints one JSON object (``similarity``, ``threshold``, ``same_person``, where the threshold came
-from, the faces used and timings). Exit status 0 when the comparison was made (whatever the
-verdict), 1 when an image was refused (the JSON then holds ``error`` with a stable ``code``), 2 for
-usage errors (bad options, missing or broken model): ``faceverify.errors``, ``EXIT_*``.
+model's calibrated threshold (``faceverify.calibration``). One ``Verifier`` serves the REST
+service, the Python API and ``faceverify verify`` (``faceverify.commands.verify``).
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import io
-import json
-import logging
-import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .detect import SELECTION_POLICIES
-from .embedder import Embedder, load_embedder
-from .errors import EXIT_OK, EXIT_USAGE, ConfigError, FaceverifyError, InvalidInputError, UnknownOperatingPointError, UnsupportedImageError, exit_status
+from .calibration import Calibration, ThresholdChoice
+from .detect import DEFAULT_POLICY
+from .embedder import Embedder
+from .errors import FaceverifyError, UnsupportedImageError
 from .image import DEFAULT_MAX_PIXELS, load_image
-from .models import CALIBRATION_FILE, ModelRef, resolve_model
-from .paths import DEFAULT_MODEL_DIR
+from .loaders import load_embedder
+from .models import ModelRef, model_id, resolve_model
 from .pipeline import AlignedFace, FaceAligner
-
-log = logging.getLogger(__name__)
-
-OPERATING_POINTS = ("far_1e-2", "far_1e-3", "far_1e-4", "best_accuracy")
-DEFAULT_OPERATING_POINT = "far_1e-3"
-# Used only when a model has no calibration.json: a cosine threshold with no statistical meaning,
-# reported as source "uncalibrated_default" so nobody mistakes it for a calibrated one.
-UNCALIBRATED_THRESHOLD = 0.5
-DEFAULT_POLICY = "largest_central"
-
-
-# ---------------------------------------------------------------------------------------------
-# model files and calibration
-
-
-def default_model_path() -> Path:
-    return DEFAULT_MODEL_DIR
-
-
-def model_fingerprint(model: str | Path | ModelRef, flip: str = "none", sha256: str | None = None) -> str:
-    """sha256 of the weights file (+ flip mode): galleries refuse embeddings of another model."""
-    return f"{(sha256 or resolve_model(model).sha256())[:16]}:flip={flip}"
-
-
-def model_id(model: str | Path) -> str:
-    """A model's name without where it lives: the directory's name for a model directory or its
-    ``model.pt``/``model.onnx``, else the file's stem (``models/default/model.pt`` -> ``default``)."""
-    path = Path(model)
-    if path.suffix in (".pt", ".onnx", ".pth"):
-        return path.parent.name if path.stem == "model" and path.parent.name else path.stem
-    return path.name or "model"
-
-
-@dataclass
-class Calibration:
-    """Thresholds on the cosine similarity (``calibration.json`` beside the model file,
-    written by ``faceverify eval lfw``). Accept when similarity > threshold."""
-
-    thresholds: dict[str, float] = field(default_factory=dict)
-    metric: str = "cosine"
-    flip: str | None = None
-    path: Path | None = None
-    default: str | None = None  # the operating point chosen on View 1 (``default_operating_point``)
-    tar_at_far: dict[str, float] = field(default_factory=dict)  # {"1e-3": TAR}: what each FAR point keeps
-
-    @property
-    def default_operating_point(self) -> str:
-        """The operating point a verdict uses when none is asked for."""
-        return self.default or DEFAULT_OPERATING_POINT
-
-    def operating_points(self) -> list[dict]:
-        """The calibrated operating points, for a client to offer and explain: ``name``,
-        ``threshold``, ``far`` (the false-accept rate it was set at; None for ``best_accuracy``)
-        and ``tar`` (the share of same-person pairs above it, when the calibration measured it)."""
-        names = [p for p in OPERATING_POINTS if p in self.thresholds] + [p for p in self.thresholds if p not in OPERATING_POINTS]
-        out = []
-        for name in names:
-            far = name[4:] if name.startswith("far_") else None
-            out.append({"name": name, "threshold": self.thresholds[name], "far": float(far) if far else None,
-                        "tar": self.tar_at_far.get(far) if far else None})
-        return out
-
-    @classmethod
-    def for_model(cls, model: str | Path | ModelRef) -> "Calibration":
-        path = resolve_model(model).calibration_file
-        if not path.is_file():
-            log.warning("model %s has no %s: verdicts use the uncalibrated default threshold %.2f",
-                        model, CALIBRATION_FILE, UNCALIBRATED_THRESHOLD)
-            return cls()
-        try:
-            data = json.loads(path.read_text())
-            thresholds = {str(k): float(v) for k, v in data["thresholds"].items() if v is not None}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ConfigError(f"{path}: not a valid calibration file ({exc}); expected "
-                              '{"metric": "cosine", "thresholds": {"far_1e-3": t, ...}}.') from exc
-        if data.get("metric", "cosine") != "cosine":
-            raise ConfigError(f"{path}: metric {data.get('metric')!r} is not supported (the service compares cosine similarities).")
-        if not all(np.isfinite(v) for v in thresholds.values()):
-            raise ConfigError(f"{path}: thresholds must be finite numbers.")
-        default = data.get("default_operating_point")
-        if default is not None and default not in thresholds:
-            raise ConfigError(f"{path}: default_operating_point {default!r} has no threshold in the file.")
-        tar = {str(k): float(v) for k, v in (data.get("tar_at_far") or {}).items() if isinstance(v, (int, float))}
-        return cls(thresholds, "cosine", data.get("flip"), path, default, tar)
-
-
-@dataclass
-class ThresholdChoice:
-    value: float
-    source: str  # "calibration" | "request" | "uncalibrated_default"
-    operating_point: str | None = None
-    file: str | None = None
-
-    def to_dict(self) -> dict:
-        return {"source": self.source, "operating_point": self.operating_point, "file": self.file}
-
-
-# ---------------------------------------------------------------------------------------------
-# faces and verdicts
 
 
 @dataclass
@@ -211,8 +103,8 @@ class Verifier:
         self.model = resolve_model(model_path) if model_path is not None else None
         self.flip = embedder.flip
         self.sha256 = self.model.sha256() if self.model is not None else None
-        self.fingerprint = model_fingerprint(self.model, self.flip, self.sha256) if self.model is not None else embedder.name
-        self.model_id = model_id(self.model.path if self.model is not None else embedder.name.split(":", 1)[-1])
+        self.fingerprint = self.model.fingerprint(self.flip) if self.model is not None else embedder.name
+        self.model_id = self.model.id if self.model is not None else model_id(embedder.name.split(":", 1)[-1])
 
     @classmethod
     def from_model(cls, model: str | Path | ModelRef | None = None, flip: str | None = None, device: str = "cpu") -> "Verifier":
@@ -226,9 +118,8 @@ class Verifier:
         ref = resolve_model(model)
         calibration = Calibration.for_model(ref)
         flip = flip or calibration.flip or "none"
-        # dlib: MTCNN's five points -> dlib's chip -> dlib's descriptor, compared by cosine
-        kwargs = {"detector": "mtcnn_points"} if ref.kind == "dlib" else {"device": device}
-        return cls(load_embedder(ref, flip=flip, **kwargs), calibration, model_path=ref)
+        # the card's "serve" options, e.g. dlib's chip cut from MTCNN's five points
+        return cls(load_embedder(ref, flip=flip, device=device, **ref.serve_options), calibration, model_path=ref)
 
     @property
     def name(self) -> str:
@@ -247,21 +138,11 @@ class Verifier:
     # -- thresholds -----------------------------------------------------------------------
 
     def threshold(self, override: float | None = None, operating_point: str | None = None) -> ThresholdChoice:
-        """The cosine threshold a verdict uses: ``override`` if given, else the calibrated one of
-        ``operating_point`` (default: the calibration's ``default_operating_point``, else
-        ``far_1e-3``), else the uncalibrated default 0.5 (said so in ``.source``). Raises
-        ``UnknownOperatingPointError`` for a name it does not know."""
-        if override is not None:
-            if not isinstance(override, (int, float, np.number)) or not np.isfinite(override):
-                raise InvalidInputError(f"threshold {override!r} is not a finite number.", field="threshold")
-            return ThresholdChoice(float(override), "request")
-        point = operating_point or self.calibration.default_operating_point
-        if point not in OPERATING_POINTS and point not in self.calibration.thresholds:
-            raise UnknownOperatingPointError(f"unknown operating point {point!r}; choose one of {list(OPERATING_POINTS)}.")
-        if point in self.calibration.thresholds:
-            file = self.calibration.path.name if self.calibration.path else None  # a name, never a server path
-            return ThresholdChoice(self.calibration.thresholds[point], "calibration", point, file)
-        return ThresholdChoice(UNCALIBRATED_THRESHOLD, "uncalibrated_default", point, None)
+        """The cosine threshold a verdict uses (``Calibration.threshold``): ``override`` if given,
+        else the calibrated one of ``operating_point`` (default: the model's), else the
+        uncalibrated default 0.5 (said so in ``.source``). Raises ``UnknownOperatingPointError``
+        for a name it does not know."""
+        return self.calibration.threshold(override, operating_point)
 
     # -- faces ----------------------------------------------------------------------------
 
@@ -335,83 +216,3 @@ class Verifier:
         out["model"] = self.name
         out["timings_ms"] = {"decode": 1e3 * (t1 - t0), "inference": 1e3 * (t2 - t1), "total": 1e3 * (time.perf_counter() - t0)}
         return out
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="faceverify verify", description="Verify whether two photos show the same person; prints one JSON object.")
-    p.add_argument("image1")
-    p.add_argument("image2")
-    p.add_argument("--model", default=None,
-                   help="checkpoint (.pt), model directory, .onnx, or 'dlib' (dlib's descriptor, the [dlib] extra; "
-                        "default: models/default)")
-    p.add_argument("--operating-point", default=None, choices=OPERATING_POINTS,
-                   help="which calibrated threshold to use (default: the model's, chosen on LFW View 1; "
-                        f"{DEFAULT_OPERATING_POINT} when its calibration names none)")
-    p.add_argument("--threshold", type=float, default=None, help="override the threshold (cosine similarity)")
-    p.add_argument("--policy", default=DEFAULT_POLICY, choices=SELECTION_POLICIES, help="which face when there are several (default: %(default)s)")
-    p.add_argument("--flip", default=None, choices=("none", "sum", "concat"), help="flip test-time augmentation (default: the calibration's)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--torch-threads", type=int, default=None,
-                   help="torch intra-op threads (default 1, env FACEVERIFY_TORCH_THREADS; docs/service.md, Threads)")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.threshold is not None and not np.isfinite(args.threshold):
-        print(json.dumps({"error": {"code": "validation_error", "message": "--threshold must be a finite number"}}))
-        return EXIT_USAGE
-    if args.model is None and not default_model_path().exists():
-        return describe_without_model(args.image1, args.image2, args.policy)
-    try:
-        from .threads import apply_threads, latency_threads
-
-        apply_threads(latency_threads(args.torch_threads))
-        verifier = Verifier.from_model(args.model, flip=args.flip, device=args.device)
-        result = verifier.verify(args.image1, args.image2, args.threshold, args.operating_point, args.policy)
-    except FaceverifyError as exc:
-        print(json.dumps({"error": {"code": exc.code, "message": exc.message, "details": _jsonable(exc.details)}}))
-        return exit_status(exc)
-    result["image1"], result["image2"] = args.image1, args.image2
-    print(json.dumps(result))
-    return EXIT_OK
-
-
-def describe_without_model(image1: str, image2: str, policy: str) -> int:
-    """No trained model ships yet: show what the pipeline sees — the detections and the aligned
-    crops (saved as PNGs) it would compare — and say so, instead of inventing a verdict."""
-    import tempfile
-
-    from PIL import Image
-
-    from .image import load_image
-    from .pipeline import FaceAligner
-
-    aligner = FaceAligner(policy=policy)
-    out_dir = Path(tempfile.mkdtemp(prefix="faceverify-crops-"))
-    report = {"note": f"no model given and {default_model_path()} does not exist yet: no verdict. Showing the detections "
-                      "and aligned crops; pass --model PATH to verify.", "faces": []}
-    for i, path in enumerate((image1, image2), 1):
-        try:
-            aligned = aligner.align(load_image(path))
-        except FaceverifyError as exc:
-            report["faces"].append({"image": path, "error": {"code": exc.code, "message": exc.message}})
-            continue
-        crop_path = out_dir / f"image{i}_aligned_{aligner.template}.png"
-        Image.fromarray(aligned.crop).save(crop_path)
-        report["faces"].append({"image": path, **aligned.to_dict(), "aligned_crop": str(crop_path)})
-    print(json.dumps(report))
-    return 0
-
-
-def _jsonable(obj):
-    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

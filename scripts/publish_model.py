@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from faceverify.checkpoint import load_checkpoint  # noqa: E402
+from faceverify.embedder import FLIP_MODES  # noqa: E402
 from faceverify.training.config import recipe_hash  # noqa: E402
 
 RECORD = ("metrics.csv", "val.csv", "training_curve.png", "summary.json", "config.yaml")
@@ -60,7 +61,7 @@ def main() -> int:
     p.add_argument("run", help="a finished `faceverify train` run directory (with model.pt)")
     p.add_argument("--to", default=str(REPO / "models" / "default"))
     p.add_argument("--recipe", default="train/configs/distill/default.yaml", help="the committed recipe the run used")
-    p.add_argument("--flip", default="sum", choices=["none", "sum", "concat"], help="the model's evaluation flip mode")
+    p.add_argument("--flip", default="sum", choices=FLIP_MODES, help="the model's evaluation flip mode")
     p.add_argument("--no-center", action="store_true", help="the model's evaluation does not centre features (chosen on View 1)")
     args = p.parse_args()
     run_dir, dst = Path(args.run), Path(args.to)

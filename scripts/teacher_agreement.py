@@ -24,8 +24,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from faceverify.distill import TeacherTargets, centred_targets, student_view, view_params  # noqa: E402
-from faceverify.embedder import load_embedder  # noqa: E402
+from faceverify.loaders import load_embedder  # noqa: E402
 from faceverify.evaluation.lfw import all_pairs_tar_at_far, read_pairs  # noqa: E402
+from faceverify.evaluation.run import EvalOptions, features_for  # noqa: E402
+from faceverify.models import resolve_model  # noqa: E402
 from faceverify.paths import data_root  # noqa: E402
 from faceverify.training.config import load_config  # noqa: E402
 from faceverify.training.datasets import open_training_set  # noqa: E402
@@ -61,20 +63,17 @@ def main() -> int:
     student_part = centre if float(cfg["distill"].get("raw") or 0) else unit
 
     # LFW View 1 through `faceverify eval`'s own feature path and caches: the student on its MTCNN
-    # crops, the teacher on its chip from the same MTCNN points (as `eval lfw-view1 --model dlib
-    # --dlib-detector mtcnn_points` and the service do)
-    from faceverify.evaluation.cli import build_parser, features_for
-
+    # crops, the teacher as the service runs it (its card's "serve" options: dlib's chip from the
+    # same MTCNN points, as `eval lfw-view1 --model dlib --dlib-detector mtcnn_points` does)
     lfw = data_root() / "lfw"
     view1 = sorted(set(read_pairs(lfw / "pairsDevTrain.txt").images()) | set(read_pairs(lfw / "pairsDevTest.txt").images()))
     view1 = [name for name in view1 if (lfw / "images" / name).is_file()]
     if args.images:
         view1 = [view1[i] for i in np.sort(np.random.default_rng(0).choice(len(view1), args.images, replace=False))]
     vectors = {}
-    for who, spec in (("student", str(run)), ("teacher", args.teacher)):
-        eval_args = build_parser().parse_args(["lfw-view1", "--model", spec, "--flip", "none", "--out", "unused",
-                                               "--dlib-detector", "mtcnn_points"])
-        feats, _ = features_for(eval_args, spec, lfw / "images", view1)
+    for who, spec in (("student", run), ("teacher", args.teacher)):
+        model = resolve_model(spec)
+        feats, _ = features_for(model, EvalOptions(flip="none", embedder=model.serve_options), lfw / "images", view1)
         vectors[who] = feats.vectors(view1, "none")
     stu, tea = vectors["student"], vectors["teacher"]
     result = {"lfw_view1": summary(student_part(stu), centre(tea))}

@@ -82,7 +82,7 @@ def test_checkout_entry_points_are_the_library_mains():
     import serve.__main__
     import train.__main__
     from faceverify import prep_cli
-    from faceverify.evaluation import cli as eval_cli
+    from faceverify.commands import eval as eval_cli
     from faceverify.service import cli as serve_cli
     from faceverify.training import cli as train_cli
 

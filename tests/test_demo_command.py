@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from faceverify.verify import default_model_path
+from faceverify.paths import DEFAULT_MODEL_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,7 +21,7 @@ def verify(a: Path, b: Path) -> dict:
 def test_the_readme_pairs_get_the_right_verdicts_from_the_embedded_default(lfw_images):
     """`make demo`: the shipped model (no --model) accepts Colin Powell vs Colin Powell and rejects
     Colin Powell vs Serena Williams, at its calibrated threshold."""
-    assert default_model_path().exists(), "models/default is missing"
+    assert DEFAULT_MODEL_DIR.exists(), "models/default is missing"
     powell = lfw_images / "Colin_Powell" / "Colin_Powell_0001.jpg"
     same = verify(powell, lfw_images / "Colin_Powell" / "Colin_Powell_0002.jpg")
     different = verify(powell, lfw_images / "Serena_Williams" / "Serena_Williams_0001.jpg")

@@ -15,7 +15,7 @@ import torch
 from faceverify.align import WIDE_160, align_face
 from faceverify.distill import (DistillFaces, DistillLoss, StudentCrops, TeacherTargets, centred_targets, render_view, select_faces, unit_targets,
                                 student_view, teacher_view, view_params)
-from faceverify.embedder import load_embedder
+from faceverify.loaders import load_embedder
 from faceverify.errors import ConfigError, DataNotFoundError
 from faceverify.packed import PackedFaces
 from faceverify.prep import prepare_dataset

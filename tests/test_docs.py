@@ -142,7 +142,7 @@ def test_the_packed_set_is_as_documented(tmp_path, data_dir):
 
 
 def test_operating_points_are_the_ones_served_and_calibrated():
-    from faceverify.verify import DEFAULT_OPERATING_POINT, OPERATING_POINTS
+    from faceverify.calibration import DEFAULT_OPERATING_POINT, OPERATING_POINTS
 
     table = doc("docs/service.md").split("| `operating_point` | threshold |", 1)[1].split("\n\n", 1)[0]
     documented = re.findall(r"^\| `([\w.-]+)`( \(default\))?", table, re.M)

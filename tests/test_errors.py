@@ -104,8 +104,9 @@ def test_bad_input_is_a_typed_error_never_a_bare_value_error(tmp_path, what, cal
 
 def test_verifier_refuses_bad_thresholds_operating_points_and_policies():
     """The Verifier's own checks, before any model work (a verifier without a model file)."""
-    from faceverify.embedder import load_embedder
-    from faceverify.verify import Calibration, Verifier
+    from faceverify.loaders import load_embedder
+    from faceverify.calibration import Calibration
+    from faceverify.verify import Verifier
 
     verifier = Verifier(load_embedder(REPO_ROOT / "models" / "default"), Calibration())
     for bad in (float("nan"), float("inf"), "0.5"):
@@ -130,7 +131,7 @@ def test_commands_follow_the_exit_status_table(tmp_path, capsys):
     """Through the ``faceverify`` command's dispatch: a missing model is a usage error for every
     command, and the message names the path; a refused image is EXIT_REFUSED (tests/test_service_cli.py)."""
     from faceverify import cli
-    from faceverify.export import main as export_main
+    from faceverify.commands.export import main as export_main
 
     missing = str(tmp_path / "no_such_model.pt")
     export_argv = [missing, str(tmp_path / "out.onnx")]

@@ -11,7 +11,7 @@ import torch
 
 from faceverify.paths import lfw_root
 
-from faceverify.evaluation import cli as eval_app  # the app under test
+from faceverify.commands import eval as eval_app  # the app under test
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_eval_without_model_and_without_default_is_a_clear_error(small_pairs, tm
 
 
 def test_feature_cache_serves_a_second_run_without_the_embedder(checkpoint, tmp_path):
-    from faceverify.embedder import TorchEmbedder
+    from faceverify.loaders import TorchEmbedder
     from faceverify.evaluation.features import compute_features
 
     paths = ["Aaron_Eckhart/Aaron_Eckhart_0001.jpg", "Abel_Pacheco/Abel_Pacheco_0001.jpg"]
@@ -180,7 +180,8 @@ def test_eval_megaface_from_feature_files_with_synthetic_distractors(tmp_path):
 def test_dlib_peer_goes_through_the_embedder_protocol():
     pytest.importorskip("dlib")
     pytest.importorskip("face_recognition_models")
-    from faceverify.embedder import Embedder, load_embedder
+    from faceverify.embedder import Embedder
+    from faceverify.loaders import load_embedder
     from faceverify.image import load_image
 
     emb = load_embedder("dlib", flip="sum")
@@ -197,6 +198,7 @@ def test_dlib_peer_goes_through_the_embedder_protocol():
 
 def test_misclassified_pairs_match_the_fold_accuracies(tmp_path):
     from faceverify.evaluation import lfw
+    from faceverify.evaluation.run import misclassified
 
     f = tmp_path / "p.txt"
     f.write_text("2\t2\n" + "\n".join(["A\t1\t2", "B\t1\t2", "A\t1\tB\t1", "C\t1\tD\t1"] * 2) + "\n")
@@ -204,7 +206,7 @@ def test_misclassified_pairs_match_the_fold_accuracies(tmp_path):
     left = np.array([[1, 0], [1, 0], [1, 0], [1, 0]] * 2, float)
     right = np.array([[1, 0.1], [-1, 0.2], [0, 1], [1, 0.05]] * 2, float)  # pair 2 (same) and 4 (diff) hard
     proto = lfw.ten_fold(left, right, pairs.same, pairs.folds, center=False)
-    m = eval_app.misclassified(pairs, proto, {"D/D_0001.jpg"})
+    m = misclassified(pairs, proto, {"D/D_0001.jpg"})
     assert m["count"] == round((1 - proto.mean) * len(pairs))
     assert m["count"] == m["false_rejects"] + m["false_accepts"] and m["count"] > 0
     assert m["with_no_face_image"] == sum(p["no_face"] for p in m["pairs"])
@@ -287,3 +289,49 @@ def test_distillation_ablation_table_names_terms_crop_and_data(tmp_path):
             "95.67 ± 1.11 | 63.07 | 26 |") in table
     assert "| margin_only | CosFace (m=0.35, s=30) | 84x72 | pins, celeba10k | 3000 |" in table  # data.select, not sources
     assert "| both | distillation (raw + cosine + relational) + CosFace (m=0.35, s=30) x0.1 | 56x48 | pins |" in table
+
+
+def test_an_onnx_model_with_a_card_evaluates_and_calibrates_like_any_model(checkpoint, tmp_path):
+    """A user's own ONNX folder (model.onnx + MODEL.json): the card's ``input`` and ``evaluation``
+    drive the run, and --write-calibration puts the service's thresholds beside it."""
+    from faceverify.checkpoint import load_backbone
+    from faceverify.export import export_onnx
+
+    model_dir = tmp_path / "my_onnx"
+    net, info = load_backbone(checkpoint)
+    export_onnx(net, model_dir / "model.onnx", info.input_size)  # no faceverify metadata: the card says it all
+    card = {"input": {"template": "112x96", "colour": "RGB", "mean": 127.5, "std": 128.0},
+            "evaluation": {"flip": "sum", "center": False, "metric": "cosine"}}
+    (model_dir / "MODEL.json").write_text(json.dumps(card))
+    dev = (lfw_root() / "pairsDevTest.txt").read_text().splitlines()[1:]
+    for name, lines in (("train.txt", dev[:3] + dev[500:503]), ("test.txt", dev[3:6] + dev[503:506])):
+        (tmp_path / name).write_text("3\n" + "\n".join(lines) + "\n")
+    out = tmp_path / "v1"
+    rc = eval_app.main(["lfw-view1", "--model", str(model_dir), "--dev-pairs", str(tmp_path / "train.txt"),
+                        str(tmp_path / "test.txt"), "--out", str(out), "--no-cache", "--write-calibration"])
+    assert rc == 0
+    d = json.loads((out / "view1.json").read_text())
+    assert (d["flip"], d["center"], d["metric"]) == ("sum", False, "cosine")  # the card's, no flag given
+    assert d["alignment"] == {"source": "mtcnn", "fallback": "center_crop"}
+    placed = json.loads((model_dir / "calibration.json").read_text())
+    assert placed == json.loads((out / "calibration.json").read_text()) and placed["model"] == "my_onnx"
+    assert placed["default_operating_point"] in placed["thresholds"]
+
+
+def test_a_calibration_for_the_service_needs_the_options_the_service_runs_the_model_with(tmp_path, capsys):
+    """dlib's card says the service cuts its chip from MTCNN's points: calibrating it with another
+    detector is refused before any work, naming the card's command."""
+    calibration = json.loads((eval_app.resolve_model("dlib").calibration_file).read_text())
+    rc = eval_app.main(["lfw-view1", "--model", "dlib", "--write-calibration", "--out", str(tmp_path / "o")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith("faceverify eval: the service runs model dlib with detector=mtcnn_points")
+    assert "--dlib-detector mtcnn_points" in err
+    assert json.loads((eval_app.resolve_model("dlib").calibration_file).read_text()) == calibration  # untouched
+    assert not (tmp_path / "o").exists()
+
+
+def test_options_of_another_kind_of_model_are_a_clear_error(checkpoint, tmp_path, capsys):
+    rc = eval_app.main(["lfw-view1", "--model", str(checkpoint), "--dlib-detector", "mtcnn_points", "--out", str(tmp_path)])
+    assert rc == 2
+    assert "takes no option detector" in capsys.readouterr().err

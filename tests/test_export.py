@@ -13,7 +13,8 @@ import torch
 from faceverify.backbones import build_backbone
 from faceverify.checkpoint import inference_state, save_checkpoint
 from faceverify.errors import EXIT_USAGE
-from faceverify.export import check_onnx, export_onnx, export_torchscript, main
+from faceverify.commands.export import main
+from faceverify.export import check_onnx, export_onnx, export_torchscript
 
 KWARGS = {"embedding_dim": 32, "input_size": [112, 96], "widths": [8, 16, 16, 32]}
 

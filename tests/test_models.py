@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from faceverify.embedder import Embedder, OnnxEmbedder, TorchEmbedder, load_embedder
+from faceverify.embedder import Embedder
+from faceverify.loaders import OnnxEmbedder, TorchEmbedder, load_embedder
 from faceverify.errors import CheckpointError
 from faceverify.models import ModelRef, resolve_model
 from faceverify.paths import DEFAULT_MODEL_DIR, DLIB_MODEL_DIR, REPO_ROOT
@@ -68,7 +69,8 @@ def test_every_file_spec_resolves_and_loads_through_the_one_function(models, nam
 
 
 def test_verifier_and_calibration_use_the_resolver(models):
-    from faceverify.verify import Calibration, Verifier
+    from faceverify.calibration import Calibration
+    from faceverify.verify import Verifier
 
     verifier = Verifier.from_model(models["pt_dir"])
     assert verifier.model.kind == "torch" and verifier.model.path == models["pt_dir"]

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from faceverify.detect import select_face
-from faceverify.embedder import load_embedder
+from faceverify.loaders import load_embedder
 from faceverify.errors import NoFaceError
 from faceverify.image import load_image
 from faceverify.packed import PackedFaces, read_shard_meta

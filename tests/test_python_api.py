@@ -16,7 +16,7 @@ import pytest
 from faceverify.errors import NoFaceError, UnsupportedImageError
 from faceverify.image import load_image
 from faceverify.paths import DEFAULT_MODEL_DIR, data_root
-from faceverify.verify import DEFAULT_OPERATING_POINT
+from faceverify.calibration import DEFAULT_OPERATING_POINT
 
 REPO = Path(__file__).resolve().parents[1]
 

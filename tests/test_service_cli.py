@@ -10,7 +10,7 @@ import sys
 import pytest
 from service_fixtures.model import default_operating_point, dim, lfw_image
 
-from faceverify import verify as verify_cli
+from faceverify.commands import verify as verify_cli
 from faceverify.paths import REPO_ROOT
 
 pytestmark = pytest.mark.timeout(600)
@@ -69,7 +69,7 @@ def test_the_models_default_operating_point_is_used_unless_a_request_names_one(s
 
 
 def test_default_operating_point_is_the_strictest_within_a_point_of_the_best():
-    from faceverify.evaluation.cli import default_operating_point
+    from faceverify.calibration import default_operating_point
 
     at = {"far_1e-2": 0.975, "far_1e-3": 0.962, "far_1e-4": 0.90, "best_accuracy": 0.98}
     assert default_operating_point(at, 0.98) == "far_1e-2"

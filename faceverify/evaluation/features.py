@@ -1,6 +1,7 @@
-"""Per-image feature cache: every image is embedded once (plain and mirrored crop), stored by its
-relative path, and reused by every protocol and flip mode (LFW, MegaFace, re-runs with other
-options). The cache file is rewritten atomically as work progresses, so an interrupted run resumes.
+"""The evaluation caches. Features: every image is embedded once (plain and mirrored crop), stored
+by its relative path, and reused by every protocol and flip mode (LFW, MegaFace, re-runs with other
+options); the cache file is rewritten atomically as work progresses, so an interrupted run resumes.
+Detections: MTCNN's results depend on the pixels only, so one cache serves every model.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from ..embedder import combine_flip
+from ..detect import CachedDetector
+from ..embedder import Embedder, combine_flip
 from ..image import load_image
+from ..paths import cache_root
+from ..pipeline import FaceAligner
 
 CACHE_FORMAT = "faceverify-features/1"
 
@@ -47,15 +51,6 @@ class FeatureSet:
         src = self.sources if paths is None else self.sources[self.rows(paths)]
         values, counts = np.unique(src, return_counts=True)
         return {str(v): int(c) for v, c in zip(values, counts)}
-
-
-def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha1 of a file's bytes (cache keys: a retrained model at the same path gets new features)."""
-    h = hashlib.sha1()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def cache_key(config: dict) -> str:
@@ -158,3 +153,27 @@ def compute_features(
     flipped = np.stack([entries[p][1] for p in paths]) if has_flip else None
     sources = np.array([entries[p][2] for p in paths])
     return FeatureSet(paths, plain.astype(np.float32), flipped, sources)
+
+
+def default_cache_dir() -> Path:
+    """Where evaluation keeps features (CACHE/features, ``paths.cache_root``) and, in its
+    ``detections``, MTCNN's results."""
+    return cache_root() / "features"
+
+
+def use_detection_cache(embedder: Embedder, directory: Path):
+    """Put the embedder's face detector behind the detection cache in ``directory/detections``;
+    returns the cache (to ``save`` after the run), or None for an embedder that finds its faces
+    itself (``aligner`` None)."""
+    a = embedder.aligner
+    if a is None:
+        return None
+    detections = CachedDetector(Path(directory) / "detections")
+    embedder.aligner = FaceAligner(detections, template=a.template, pad=a.pad, policy=a.policy, fallback=a.fallback)
+    return detections
+
+
+def feature_config(embedder: Embedder, alignment: dict, root: Path) -> dict:
+    """What one cache file's features depend on: the embedder (``embedder.config``), how the crops
+    are found (``alignment``) and the image root; ``cache_key`` names the file after it."""
+    return {"model": dict(embedder.config), "alignment": alignment, "images": str(Path(root).resolve())}

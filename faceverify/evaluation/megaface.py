@@ -16,12 +16,15 @@ returns each probe's top-k distractor scores; k grows only for the probes that n
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataNotFoundError
+from ..image import IMAGE_SUFFIXES
 from . import metrics
 
 DEFAULT_FARS = (1e-6, 1e-5, 1e-4)
@@ -242,3 +245,40 @@ def random_impostor_scores(probes: np.ndarray, distractors: np.ndarray, n: int =
     b = normalise_rows(np.asarray(distractors)[np.sort(np.unique(d))])
     di = np.searchsorted(np.sort(np.unique(d)), d)
     return np.einsum("ij,ij->i", a[pi], b[di])
+
+
+# --------------------------------------------------------------------------- probe and distractor files
+def scan_folder(root: Path) -> list[str]:
+    """Relative paths of every image below ``root``, sorted."""
+    if not root.is_dir():
+        raise DataNotFoundError(f"folder {root} does not exist.")
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def read_feature_list(path: str | Path, n: int) -> list[str]:
+    """Row names of a feature file: a text file with one 'identity/image' per line, or a MegaFace
+    devkit JSON list ({"id": [...], "path": [...]}; identity taken from "id")."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"feature list {path} does not exist.")
+    if path.suffix == ".json":
+        data = json.loads(path.read_text())
+        if not {"id", "path"} <= set(data):
+            raise ConfigError(f"{path}: a JSON list needs 'id' and 'path' arrays (MegaFace devkit format).")
+        names = [f"{i}/{Path(p).name}" for i, p in zip(data["id"], data["path"])]
+    else:
+        names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    if len(names) != n:
+        raise ConfigError(f"{path} lists {len(names)} images but the feature file has {n} rows.")
+    return names
+
+
+def load_features_npy(path: str | Path) -> np.ndarray:
+    """An (N, D) feature matrix, memory-mapped."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"feature file {path} does not exist.")
+    arr = np.load(path, mmap_mode="r")
+    if arr.ndim != 2:
+        raise ConfigError(f"{path}: expected an (N, D) feature matrix, got shape {arr.shape}.")
+    return arr

@@ -14,6 +14,7 @@ import argparse
 import logging
 import sys
 
+from faceverify.embedder import FLIP_MODES
 from faceverify.errors import FaceverifyError, exit_status
 
 
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flat-max", type=int, default=None, help="largest collection in an exact index; IVF beyond (default 20000)")
     p.add_argument("--nprobe", type=int, default=None, help="IVF lists searched per query (default: a third of the lists)")
     p.add_argument("--pca", default=None, help="PCA projection .npz (mean, components) for the gallery index")
-    p.add_argument("--flip", choices=("none", "sum", "concat"), default=None, help="flip TTA (default: the calibration's)")
+    p.add_argument("--flip", choices=FLIP_MODES, default=None, help="flip TTA (default: the calibration's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--torch-threads", type=int, default=None,
                    help="torch intra-op threads of the inference worker (default 1, env FACEVERIFY_TORCH_THREADS; "

@@ -8,7 +8,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ..detect import SELECTION_POLICIES
 from ..gallery import IDENTIFIER_RE
-from ..verify import OPERATING_POINTS
+from ..calibration import OPERATING_POINTS
 
 Policy = Literal[SELECTION_POLICIES]  # type: ignore[valid-type]
 OperatingPoint = Literal[OPERATING_POINTS]  # type: ignore[valid-type]

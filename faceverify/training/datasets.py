@@ -15,7 +15,7 @@ from .. import paths
 from ..paths import train_root
 
 
-def cache_root(configured: str | None) -> Path:
+def recipe_cache_root(configured: str | None) -> Path:
     """The recipe's ``cache_dir``, else faceverify's cache (``paths.cache_root``)."""
     return Path(configured).expanduser() if configured else paths.cache_root()
 
@@ -25,7 +25,7 @@ def extra_root(configured: str | None = None) -> Path:
     if configured:
         return Path(configured).expanduser()
     env = os.environ.get("FACEVERIFY_EXTRA_FACES")
-    return Path(env).expanduser() if env else cache_root(None) / "extra_faces"
+    return Path(env).expanduser() if env else paths.cache_root() / "extra_faces"
 
 
 def source_paths(sources: list[str], origins: dict | None = None, extra: str | None = None) -> list[Path]:
@@ -59,7 +59,7 @@ def packed_dir(dcfg: dict, wide: bool = False) -> Path:
         return Path(dcfg["packed"]).expanduser()
     names = "+".join(Path(s).name for s in dcfg["sources"])
     template, pad = prepared_template(dcfg)
-    return cache_root(dcfg["cache_dir"]) / "packed" / f"{names}-{template}-pad{pad}-s{dcfg['min_score']}{'-wide' if wide else ''}"
+    return recipe_cache_root(dcfg["cache_dir"]) / "packed" / f"{names}-{template}-pad{pad}-s{dcfg['min_score']}{'-wide' if wide else ''}"
 
 
 def open_training_set(dcfg: dict, progress: bool = True, prepare: bool = True, wide: bool = False) -> PackedFaces:

@@ -25,7 +25,7 @@ from ..image import load_image
 from ..paths import lfw_root
 from ..pipeline import FaceAligner
 from ..transforms import crops_to_tensor
-from .datasets import cache_root
+from .datasets import recipe_cache_root
 
 DETECT_BATCH = 64  # images per MTCNN pass (LFW's are all one size, so a chunk is one pyramid)
 
@@ -68,7 +68,7 @@ class LfwView1Validator:
         right = [pairs.right[i] for i in keep]
         self.same = pairs.same[keep]
         names = list(dict.fromkeys(left + right))
-        detections = CachedDetector(Path(cache_root(cache_dir)) / "features" / "detections")
+        detections = CachedDetector(Path(recipe_cache_root(cache_dir)) / "features" / "detections")
         aligner = FaceAligner(detections, template=template, fallback="center_crop")
         crops = []
         for start in tqdm(range(0, len(names), DETECT_BATCH), desc="val crops", disable=not progress, leave=False):

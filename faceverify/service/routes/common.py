@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import PurePath
 
 from ...errors import FaceverifyError
-from ...verify import FaceResult, ThresholdChoice
+from ...calibration import ThresholdChoice
+from ...verify import FaceResult
 from ..batching import InferenceResult
 from ..schemas import ErrorResponse
 
