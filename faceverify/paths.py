@@ -17,6 +17,8 @@ DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "default"
 DLIB_MODEL_DIR = REPO_ROOT / "models" / "dlib"
 # Named models (``--model NAME``): a folder models/NAME holding a model card (MODEL.json).
 MODELS_DIR = REPO_ROOT / "models"
+# MTCNN's P/R/O-nets as ONNX (``faceverify export-mtcnn``): the detector of the torch-free runtime.
+MTCNN_DIR = MODELS_DIR / "mtcnn"
 
 
 def cache_root() -> Path:
