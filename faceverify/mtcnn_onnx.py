@@ -14,6 +14,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .paths import MTCNN_DIR
+from .runtime import session_options
 
 NET_FILES = ("pnet.onnx", "rnet.onnx", "onet.onnx")
 _NORM = np.float32(0.0078125)  # (x - 127.5) / 128, MTCNN's input scaling
@@ -25,22 +26,6 @@ def mtcnn_files(directory: str | Path = MTCNN_DIR) -> list[Path]:
 
 def have_mtcnn_onnx(directory: str | Path = MTCNN_DIR) -> bool:
     return all(p.is_file() for p in mtcnn_files(directory))
-
-
-def session_options(threads: int = 1):
-    """One intra-op thread and sequential execution: a request's detection is a chain of small
-    convolutions, where more threads cost more in hand-offs than they save (docs/service.md, Threads);
-    worker threads sleep instead of spinning, so a shared CPU keeps its latency."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = int(threads)
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    return options
 
 
 class OnnxMTCNN:
@@ -57,9 +42,10 @@ class OnnxMTCNN:
         options = session_options(threads)
         self.pnet, self.rnet, self.onet = (ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in files)
 
-    def detect(self, images: np.ndarray, min_face_size: float, thresholds, factor: float) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(N, H, W, 3) uint8 RGB images of one size -> per image (boxes (k, 5): x1, y1, x2, y2,
-        probability; points (k, 5, 2)), float32, in facenet-pytorch's conventions."""
+    def detect(self, images: np.ndarray, scales: list[float], thresholds) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(N, H, W, 3) uint8 RGB images of one size, the pyramid's scales (``pyramid_scales``) ->
+        per image (boxes (k, 5): x1, y1, x2, y2, probability; points (k, 5, 2)), float32, in
+        facenet-pytorch's conventions."""
         images = np.ascontiguousarray(images)
         n, h, w = images.shape[:3]
         # integral images (exact, int64) of every image: each area resampling is two look-ups
@@ -68,7 +54,7 @@ class OnnxMTCNN:
 
         # stage 1: P-net over the pyramid; NMS 0.5 per scale and image, then 0.7 per image
         candidates = []
-        for scale in pyramid_scales(h, w, min_face_size, factor):
+        for scale in scales:
             size = (int(h * scale + 1), int(w * scale + 1))
             data = (area_resize(integral, (0, 0, h, w), size) - np.float32(127.5)) * _NORM
             reg, prob = self.pnet.run(None, {"input": data})
