@@ -88,3 +88,25 @@ def test_serve_starts_clean_without_loading_torch(tmp_path, lfw_images):
     assert r.status_code == 200 and r.json()["same_person"] is True, r.text
     assert "OpenMP wait policy" not in log and "may not apply" not in log, log[-3000:]
     assert health["runtime"]["torch_threads"] is None and health["runtime"]["omp_wait_policy"] == "PASSIVE", health
+
+
+def test_a_stale_onnx_export_is_not_served_in_place_of_its_checkpoint(tmp_path, caplog):
+    """model.onnx stands in for model.pt only while it is that checkpoint's export."""
+    import shutil
+
+    from faceverify.errors import ConfigError
+    from faceverify.models import resolve_model
+    from faceverify.runtime import runtime_model
+
+    model = tmp_path / "m"
+    model.mkdir()
+    for name in ("model.pt", "model.onnx", "calibration.json", "MODEL.json"):
+        shutil.copy(DEFAULT_MODEL_DIR / name, model / name)
+    ref = resolve_model(model)
+    assert runtime_model(ref).kind == "onnx" and runtime_model(ref, "torch").kind == "torch"
+    with open(model / "model.pt", "ab") as fh:  # another checkpoint now (a retrained model, say)
+        fh.write(b"\0")
+    ref = resolve_model(model)
+    assert runtime_model(ref, "auto").kind == "torch" and "stale" in caplog.text
+    with pytest.raises(ConfigError, match="faceverify export"):
+        runtime_model(ref, "onnx")
