@@ -12,6 +12,6 @@ from setuptools import find_packages, setup
 setup(
     packages=find_packages(include=["faceverify", "faceverify.*"]) + ["faceverify_models"],
     package_dir={"faceverify_models": "models"},
-    package_data={"faceverify": ["static/*"], "faceverify_models": ["*/MODEL.json", "*/calibration.json", "*/model.pt"]},
+    package_data={"faceverify": ["static/*"], "faceverify_models": ["*/MODEL.json", "*/calibration.json", "*/model.pt", "*/model.onnx", "mtcnn/*.onnx", "mtcnn/*.json"]},
     include_package_data=False,
 )

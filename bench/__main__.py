@@ -121,8 +121,8 @@ def goals(headline: dict) -> list[dict]:
     rows = []
     vp, g = headline.get("verify_pair"), headline.get("gallery_1m")
     if vp:
-        rows.append({"goal": "faceverify >= 2x faster per pair than face_recognition/dlib (p50)", "value": vp.get("speedup"),
-                     "met": None if vp.get("speedup") is None else vp["speedup"] >= 2})
+        rows.append({"goal": "faceverify (the service's default runtime) >= 4x faster per pair than face_recognition/dlib (p50)",
+                     "value": vp.get("speedup"), "met": None if vp.get("speedup") is None else vp["speedup"] >= 4})
         c = vp.get("contended")
         if c:
             rows.append({"goal": "one competing busy process: faceverify p95 <= 2x its quiet p95", "value": c.get("faceverify_p95_vs_quiet"),
@@ -212,10 +212,14 @@ def md_embedding(s: dict) -> str:
 
 def md_verify_pair(s: dict) -> str:
     fv, d = s["faceverify"], s["dlib"]
-    rows = [["faceverify (in-process)", fmt(fv["p50_ms"]), fmt(fv["p95_ms"]), fmt(fv["accuracy"], 3),
-             fmt(fv["best_threshold_accuracy_optimistic"], 3), fv["pairs_without_face"],
-             f"{fv['torch_threads']} torch thread(s), OMP_WAIT_POLICY={fv.get('omp_wait_policy')}"],
-            ["faceverify, 1 torch thread", fmt(fv["one_thread"]["p50_ms"]), fmt(fv["one_thread"]["p95_ms"]), "", "", "",
+    ft = s.get("faceverify_torch", {"skipped": "not measured"})
+    rows = [[f"faceverify (in-process, {fv.get('runtime', 'torch')} runtime: the service's default)", fmt(fv["p50_ms"]),
+             fmt(fv["p95_ms"]), fmt(fv["accuracy"], 3), fmt(fv["best_threshold_accuracy_optimistic"], 3), fv["pairs_without_face"],
+             f"{fv['torch_threads']} intra-op thread(s), OMP_WAIT_POLICY={fv.get('omp_wait_policy')}"],
+            ["faceverify, torch runtime", "–" if "skipped" in ft else fmt(ft["p50_ms"]), "–" if "skipped" in ft else fmt(ft["p95_ms"]),
+             "" if "skipped" in ft else fmt(ft["accuracy"], 3), "" if "skipped" in ft else fmt(ft["best_threshold_accuracy_optimistic"], 3),
+             "" if "skipped" in ft else ft["pairs_without_face"], ft.get("skipped", "same pairs, interleaved")],
+            ["faceverify, 1 thread", fmt(fv["one_thread"]["p50_ms"]), fmt(fv["one_thread"]["p95_ms"]), "", "", "",
              f"first {fv['one_thread']['n']} pairs"]]
     if "skipped" in d:
         rows.append(["face_recognition/dlib", "–", "–", "–", "–", "–", d["skipped"]])
@@ -239,8 +243,8 @@ def md_verify_pair(s: dict) -> str:
             f"{fv['threshold']} ({fv['threshold_source']}, operating point {fv.get('operating_point')}), dlib tolerance 0.6 "
             "(face_recognition's default).\n\n"
             + table(["system", "p50 ms/pair", "p95 ms/pair", "accuracy", "best-threshold accuracy (optimistic)", "pairs without face", "notes"], rows)
-            + f"\n\n**Speedup (dlib p50 ÷ faceverify p50): {x(h['speedup'])}** (with 1 torch thread: {x(h['speedup_one_thread'])}); "
-              "goal ≥ 2x." + md_contended(h.get("contended")) + acc_note)
+            + f"\n\n**Speedup (dlib p50 ÷ faceverify p50): {x(h['speedup'])}** (with 1 thread: {x(h['speedup_one_thread'])}; "
+              f"torch runtime: {x(h.get('speedup_torch_runtime'))}); goal ≥ 4x." + md_contended(h.get("contended")) + acc_note)
 
 
 def md_contended(c: dict | None) -> str:

@@ -2,7 +2,8 @@
 fold 1: 150 same + 150 different), one pair at a time, in-process:
 
 * faceverify: ``Verifier.verify(path1, path2)`` — decode, MTCNN, choose the face, align, embed,
-  cosine, verdict at the model's calibrated threshold.
+  cosine, verdict at the model's calibrated threshold; on the service's default runtime
+  (onnxruntime, ``faceverify.runtime``) and, side by side, on the torch runtime (the [train] extra).
 * face_recognition/dlib (optional peer): ``load_image_file`` -> ``face_locations`` (HOG,
   upsample 1) -> the largest face (dlib_adapter's CENTRE_BOX when HOG finds none) ->
   ``face_encodings(model="small")`` (5-point chip, 128-d ResNet) -> ``face_distance``, verdict at
@@ -67,10 +68,12 @@ def warmup_pair() -> tuple[str, str]:
 
 
 class FaceverifyPair:
-    def __init__(self, model: Path):
+    def __init__(self, model: Path, runtime: str = "auto"):
+        from faceverify.threads import latency_threads
         from faceverify.verify import Verifier
 
-        self.verifier = Verifier.from_model(model)
+        self.verifier = Verifier.from_model(model, runtime=runtime, threads=latency_threads())  # as `faceverify verify`
+        self.runtime = "onnx" if self.verifier.name.startswith("onnx:") else "torch"
         self.threshold = self.verifier.threshold()
 
     def __call__(self, a: str, b: str) -> tuple[bool, float | None, bool]:
@@ -174,12 +177,9 @@ def summarise(latencies, verdicts, scores, found, same) -> dict:
 
 
 def run(opts: dict) -> dict:
-    import torch
-
+    from faceverify.runtime import have_torch
     from faceverify.threads import apply_threads, describe, latency_threads
 
-    if not opts.get("threads"):
-        apply_threads(latency_threads())  # what `faceverify verify` uses
     quick = bool(opts.get("quick"))
     n = int(opts.get("pairs") or (30 if quick else 300))
     pairs = benchmark_pairs(n)
@@ -190,6 +190,10 @@ def run(opts: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="fv-bench-verify-") as tmp:
         model, model_info = bench_model(Path(tmp))
         systems = {"faceverify": FaceverifyPair(model)}
+        if have_torch() and systems["faceverify"].runtime != "torch":
+            systems["faceverify_torch"] = FaceverifyPair(model, runtime="torch")
+            if not opts.get("threads"):
+                apply_threads(latency_threads())  # torch's, as `faceverify verify --runtime torch`
         if not missing:
             systems["dlib"] = DlibPair()
         for fn in systems.values():  # warm-up (first-call allocations, lazy model loads)
@@ -201,22 +205,27 @@ def run(opts: dict) -> dict:
         t_quiet = time.perf_counter() - t_quiet
         busy = {k: {"lat": [], "verdict": [], "score": [], "found": []} for k in systems}
         busy_load = load_average()
+        contenders = {k: v for k, v in systems.items() if k != "faceverify_torch"}
         with BusyProcess(seconds=3 * t_quiet + 60):  # bounded: ample for the same pairs at a third the speed
-            time_pairs(systems, pairs, busy, bar)
-        threads = torch.get_num_threads()
+            time_pairs(contenders, pairs, busy, bar)
         policy = describe()
-        torch.set_num_threads(1)
+        threads = policy["torch_threads"] or latency_threads()
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            torch.set_num_threads(1)
         one = []
         for a, b, _ in pairs[:n_one_thread]:
             t0 = time.perf_counter()
             systems["faceverify"](a, b)
             one.append(time.perf_counter() - t0)
             bar.update()
-        torch.set_num_threads(threads)
+        if torch is not None:
+            torch.set_num_threads(threads)
         threshold = systems["faceverify"].threshold
+        runtime = systems["faceverify"].runtime
     bar.close()
     fv = summarise(rec["faceverify"]["lat"], rec["faceverify"]["verdict"], rec["faceverify"]["score"], rec["faceverify"]["found"], same)
-    fv.update(torch_threads=threads, omp_wait_policy=policy["omp_wait_policy"], threshold=round(threshold.value, 4),
+    fv.update(runtime=runtime, torch_threads=threads, omp_wait_policy=policy["omp_wait_policy"], threshold=round(threshold.value, 4),
               threshold_source=threshold.source, operating_point=threshold.operating_point,
               one_thread=percentiles_ms(one))
     contended = {"competing_processes": 1, "competitor": "a pure-Python spin loop in a subprocess (one core, bounded time)",
@@ -225,6 +234,13 @@ def run(opts: dict) -> dict:
     result = {"pairs": len(pairs), "pairs_same": int(sum(same)),
               "pair_selection": "LFW View 2 fold 1, every second pair (150 same + 150 different when 300)",
               "model": model_info, "faceverify": fv, "contended": contended}
+    if "faceverify_torch" in rec:
+        t = rec["faceverify_torch"]
+        result["faceverify_torch"] = summarise(t["lat"], t["verdict"], t["score"], t["found"], same)
+        result["faceverify_torch"].update(runtime="torch", torch_threads=threads)
+    else:
+        result["faceverify_torch"] = {"skipped": "torch is not installed (the [train] extra)" if not have_torch() else
+                                      "the default runtime is torch (no current model.onnx)"}
     if missing:
         result["dlib"] = {"skipped": missing}
         dlib_p50 = None
@@ -241,6 +257,10 @@ def run(opts: dict) -> dict:
         "faceverify_p50_ms": fv["p50_ms"], "faceverify_p95_ms": fv["p95_ms"],
         "dlib_p50_ms": dlib_p50, "dlib_p95_ms": None if missing else result["dlib"]["p95_ms"],
         "speedup": ratio(dlib_p50, fv["p50_ms"]),
+        "runtime": runtime,
+        "torch_runtime_p50_ms": result["faceverify_torch"].get("p50_ms"),
+        "speedup_torch_runtime": ratio(dlib_p50, result["faceverify_torch"].get("p50_ms")),
+        "onnx_vs_torch_runtime": ratio(result["faceverify_torch"].get("p50_ms"), fv["p50_ms"]),
         "speedup_one_thread": ratio(dlib_p50, fv["one_thread"]["p50_ms"]),
         "faceverify_accuracy": fv["accuracy"], "dlib_accuracy": None if missing else result["dlib"]["accuracy"],
         "accuracy_meaningful": bool(model_info["trained"]),

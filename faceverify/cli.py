@@ -13,6 +13,7 @@ SUBCOMMANDS = {
     "train": ("faceverify.training.cli", "train an identity model from a YAML recipe (torchrun for many processes)"),
     "eval": ("faceverify.commands.eval", "evaluate a model: LFW 10-fold protocol or MegaFace-style identification"),
     "export": ("faceverify.commands.export", "export a model to ONNX or TorchScript"),
+    "export-mtcnn": ("faceverify.export_mtcnn", "export MTCNN's P/R/O-nets to ONNX (the torch-free detector, models/mtcnn)"),
     "serve": ("faceverify.service.cli", "run the REST service (verify, embed, gallery enroll/identify)"),
     "gallery": ("faceverify.commands.gallery", "offline gallery tools (fit-pca: the index's PCA projection)"),
     "verify": ("faceverify.commands.verify", "verify two photos from the command line; prints one JSON object"),
@@ -26,7 +27,7 @@ PASSIVE_WAIT_COMMANDS = ("serve", "verify", "prep", "eval", "gallery")
 
 def usage() -> str:
     lines = ["usage: faceverify <command> [options]", "", "commands:"]
-    lines += [f"  {name:<8} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    lines += [f"  {name:<12} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
     lines += ["", "faceverify <command> --help shows a command's options."]
     return "\n".join(lines)
 

@@ -47,7 +47,11 @@ class _CropEmbedder:
         return {"source": "mtcnn", "fallback": self.aligner.fallback}
 
     def embed(self, images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray | None] | None = None) -> EmbedBatch:
-        faces = self.aligner.align_batch(list(images), None if landmarks is None else list(landmarks))
+        return self.embed_aligned(self.aligner.align_batch(list(images), None if landmarks is None else list(landmarks)))
+
+    def embed_aligned(self, faces: Sequence[AlignedFace]) -> EmbedBatch:
+        """Faces already aligned by this embedder's aligner (its crops) -> features, no second warp."""
+        faces = list(faces)
         crops = np.stack([f.crop for f in faces]) if faces else np.zeros((0, 1, 1, 3), np.uint8)
         plain = self.embed_crops(crops)
         flipped = self.embed_crops(crops[:, :, ::-1]) if self.flip != "none" else None
@@ -107,12 +111,10 @@ class OnnxEmbedder(_CropEmbedder):
                  name: str | None = None, threads: int | None = None):
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # third-party graphs warn about initialisers listed as inputs; harmless
-        if threads:
-            options.intra_op_num_threads = int(threads)
+        from .runtime import session_options
+
         try:
-            self.session = ort.InferenceSession(str(onnx_path), options, providers=ort.get_available_providers())
+            self.session = ort.InferenceSession(str(onnx_path), session_options(threads), providers=ort.get_available_providers())
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise CheckpointError(f"{onnx_path}: cannot be loaded as an ONNX model ({exc}).") from exc
         meta = self.session.get_modelmeta().custom_metadata_map

@@ -40,6 +40,8 @@ MODELS_DIR = _models_dir()
 DEFAULT_MODEL_DIR = MODELS_DIR / "default"
 # dlib's descriptor served through faceverify: its calibration and card (weights: the [dlib] extra).
 DLIB_MODEL_DIR = MODELS_DIR / "dlib"
+# MTCNN's P/R/O-nets as ONNX (``faceverify export-mtcnn``): the detector of the torch-free runtime.
+MTCNN_DIR = MODELS_DIR / "mtcnn"
 
 
 def cache_root() -> Path:

@@ -28,7 +28,7 @@ DETECT_MAX_SIDE = 1280
 
 @dataclass
 class AlignedFace:
-    crop: np.ndarray  # (h + 2 pad, w + 2 pad, 3) uint8 RGB
+    crop: np.ndarray | None  # (h + 2 pad, w + 2 pad, 3) uint8 RGB; None when only the face was chosen
     source: str  # "mtcnn" | "landmarks" | "center_crop"
     landmarks: np.ndarray  # (5, 2) float32 in the input image's coordinates
     face: Face | None = None  # the detection used (source "mtcnn")
@@ -81,6 +81,10 @@ class FaceAligner:
             self._detector = FaceDetector()
         return self._detector
 
+    @detector.setter
+    def detector(self, detector: FaceDetector) -> None:  # e.g. the Verifier's, on its model's runtime
+        self._detector = detector
+
     @property
     def min_score(self) -> float:
         return self.detector.min_score if self._min_score is None else self._min_score
@@ -118,12 +122,14 @@ class FaceAligner:
         landmarks: Sequence[np.ndarray | None] | None = None,
         policies: Sequence[str] | None = None,
         errors: str = "raise",
+        crop: bool = True,
     ) -> list[AlignedFace | FaceverifyError]:
         """Align each image; images without given landmarks go through one batched detection.
 
         ``policies``: a selection policy per image (default: the aligner's). ``errors="return"``
         puts an image's typed error (no_face, multiple_faces) in its place in the list instead of
-        raising it (the service answers each image of a batch on its own).
+        raising it (the service answers each image of a batch on its own). ``crop=False``: choose
+        the face only (``crop`` None), for an embedder that cuts its own crop from the points.
         """
         if errors not in ("raise", "return"):
             raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}")
@@ -137,17 +143,19 @@ class FaceAligner:
         out = []
         for i, image in enumerate(images):
             try:
-                out.append(self._align_one(image, landmarks[i], detections.get(i), policies[i]))
+                out.append(self._align_one(image, landmarks[i], detections.get(i), policies[i], crop))
             except FaceverifyError as exc:
                 if errors == "raise":
                     raise
                 out.append(exc)
         return out
 
-    def _align_one(self, image: np.ndarray, landmarks: np.ndarray | None, found: list[Face] | None, policy: str) -> AlignedFace:
+    def _align_one(self, image: np.ndarray, landmarks: np.ndarray | None, found: list[Face] | None, policy: str,
+                   crop: bool = True) -> AlignedFace:
+        cut = self._crop if crop else (lambda image, points: None)
         if landmarks is not None:
             lm = np.asarray(landmarks, dtype=np.float32).reshape(5, 2)
-            return AlignedFace(self._crop(image, lm), "landmarks", lm)
+            return AlignedFace(cut(image, lm), "landmarks", lm)
         faces = [f for f in found if f.score >= self.min_score]
         try:
             face = select_face(faces, image.shape, policy)
@@ -157,8 +165,8 @@ class FaceAligner:
             if self.fallback == "error":
                 raise
             lm = CENTRED_FACE_LANDMARKS * np.array([image.shape[1], image.shape[0]], dtype=np.float32)
-            return AlignedFace(self._crop(image, lm), "center_crop", lm, None, 0, policy)
-        return AlignedFace(self._crop(image, face.landmarks), "mtcnn", face.landmarks, face, len(faces), policy)
+            return AlignedFace(cut(image, lm), "center_crop", lm, None, 0, policy)
+        return AlignedFace(cut(image, face.landmarks), "mtcnn", face.landmarks, face, len(faces), policy)
 
     def _crop(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         return align_face(image, landmarks, self.template, self.pad)

@@ -7,8 +7,10 @@ to p50 126 / p95 1,126 ms -- idle OpenMP workers spin while the thread they wait
 One intra-op thread, or ``OMP_WAIT_POLICY=PASSIVE`` (workers sleep instead of spinning), each
 removes most of that; the latency paths use both.
 
-OpenMP reads its environment once, when the runtime is loaded (at ``import torch``), so
-:func:`apply_wait_policy` must run before that; :func:`apply_threads` may run any time.
+OpenMP reads its environment once, when the runtime is loaded (at ``import torch``, or faiss), so
+:func:`apply_wait_policy` must run before that; :func:`apply_threads` may run any time. The onnx
+runtime (onnxruntime's own thread pool, not OpenMP) gets the same policy per session: the
+requested intra-op threads and no spinning (``faceverify.mtcnn_onnx.session_options``).
 Overrides: ``--torch-threads N`` / ``FACEVERIFY_TORCH_THREADS=N``; ``OMP_WAIT_POLICY`` and
 ``KMP_BLOCKTIME`` set in the environment are kept as given.
 """
@@ -62,16 +64,17 @@ def latency_threads(requested: int | None = None) -> int:
 
 
 def apply_threads(n: int) -> int:
-    """Set torch's intra-op threads; returns ``n``."""
-    import torch
-
-    torch.set_num_threads(int(n))
+    """Set torch's intra-op threads, if torch is loaded (the onnx runtime takes its threads when
+    its sessions are made: ``Verifier.from_model(threads=...)``); returns ``n``. Importing torch
+    here would load it into a process that runs on onnxruntime only."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(int(n))
     return int(n)
 
 
 def describe() -> dict:
-    """The policy in effect, for /health and benchmark reports."""
-    import torch
-
-    return {"torch_threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-            "kmp_blocktime": os.environ.get("KMP_BLOCKTIME")}
+    """The policy in effect, for /health and benchmark reports (torch_threads: None without torch)."""
+    torch = sys.modules.get("torch")
+    return {"torch_threads": torch.get_num_threads() if torch is not None else None,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "kmp_blocktime": os.environ.get("KMP_BLOCKTIME")}

@@ -107,19 +107,36 @@ class Verifier:
         self.model_id = self.model.id if self.model is not None else model_id(embedder.name.split(":", 1)[-1])
 
     @classmethod
-    def from_model(cls, model: str | Path | ModelRef | None = None, flip: str | None = None, device: str = "cpu") -> "Verifier":
+    def from_model(cls, model: str | Path | ModelRef | None = None, flip: str | None = None, device: str = "cpu",
+                   runtime: str = "auto", threads: int | None = 1) -> "Verifier":
         """Load a model once, with its calibrated thresholds.
 
         ``model``: None for the shipped ``models/default``; a checkpoint ``.pt``, a model directory
         (``model.pt`` + ``calibration.json``), an ``.onnx`` file, or ``"dlib"`` (the ``[dlib]`` extra)
         — any spec ``faceverify.models.resolve_model`` takes. ``flip``: test-time flip mode
-        (``none``/``sum``/``concat``); default: the one the calibration was measured with. Raises
+        (``none``/``sum``/``concat``); default: the one the calibration was measured with.
+        ``runtime``: ``auto`` (onnxruntime for the network and MTCNN when the model directory holds
+        a current ``model.onnx``; see ``faceverify.runtime``), ``onnx`` or ``torch``. ``threads``:
+        onnxruntime intra-op threads per session (None: one per core). Raises
         ``ConfigError``/``CheckpointError`` for a missing or broken model."""
+        from .detect import FaceDetector
+        from .runtime import runtime_model
+
         ref = resolve_model(model)
         calibration = Calibration.for_model(ref)
         flip = flip or calibration.flip or "none"
-        # the card's "serve" options, e.g. dlib's chip cut from MTCNN's five points
-        return cls(load_embedder(ref, flip=flip, device=device, **ref.serve_options), calibration, model_path=ref)
+        run = runtime_model(ref, runtime, device)
+        # MTCNN on the model's runtime: onnxruntime unless torch was asked for (or is all there is)
+        detector = FaceDetector(device=device, runtime="torch" if runtime == "torch" else "auto", threads=threads or 1)
+        if ref.kind == "dlib":  # the card's serve options: MTCNN's five points -> dlib's chip -> dlib's descriptor
+            embedder = load_embedder(ref, flip=flip, **ref.serve_options)  # the card's "serve" options
+        elif run.kind == "onnx":
+            embedder = load_embedder(run, flip=flip, threads=threads)
+        else:
+            embedder = load_embedder(run, flip=flip, device=device)
+        aligner = embedder.aligner or FaceAligner()
+        aligner.detector = detector
+        return cls(embedder, calibration, aligner=aligner, model_path=ref)
 
     @property
     def name(self) -> str:
@@ -151,10 +168,17 @@ class Verifier:
         that refused it. All accepted faces go through the network as one batch."""
         if isinstance(policies, str):
             policies = [policies] * len(images)
-        results: list[FaceResult | FaceverifyError] = self.aligner.align_batch(images, policies=policies, errors="return")
+        # one warp per face: an embedder whose aligner this is (our models) takes these very crops;
+        # one that cuts its own (dlib's chip) gets only the chosen points, and nothing is cropped here
+        own_crops = self.aligner is self.embedder.aligner and hasattr(self.embedder, "embed_aligned")
+        results: list[FaceResult | FaceverifyError] = self.aligner.align_batch(images, policies=policies, errors="return",
+                                                                               crop=own_crops)
         chosen = [i for i, r in enumerate(results) if isinstance(r, AlignedFace)]
         if chosen:
-            batch = self.embedder.embed([images[i] for i in chosen], landmarks=[results[i].landmarks for i in chosen])
+            if own_crops:
+                batch = self.embedder.embed_aligned([results[i] for i in chosen])
+            else:
+                batch = self.embedder.embed([images[i] for i in chosen], landmarks=[results[i].landmarks for i in chosen])
             vectors = batch.vectors
             for row, i in enumerate(chosen):
                 aligned = replace(results[i], crop=batch.faces[row].crop)
@@ -177,10 +201,13 @@ class Verifier:
 
     # -- verdicts -------------------------------------------------------------------------
 
-    def compare(self, a: FaceResult, b: FaceResult, threshold: float | None = None, operating_point: str | None = None) -> dict:
-        """The verdict on two embedded faces: ``similarity`` (cosine), ``threshold``,
-        ``same_person`` (similarity > threshold) and ``threshold_source``."""
-        choice = self.threshold(threshold, operating_point)
+    def compare(self, a: FaceResult, b: FaceResult, threshold: float | ThresholdChoice | None = None,
+                operating_point: str | None = None) -> dict:
+        """The verdict on two embedded faces -- built here only, for the CLI, the Python API and the
+        service: ``similarity`` (cosine), ``threshold``, ``same_person`` (similarity > threshold)
+        and ``threshold_source`` (source, operating point, calibration file name). ``threshold``:
+        an override, or a ``ThresholdChoice`` already made by ``threshold``."""
+        choice = threshold if isinstance(threshold, ThresholdChoice) else self.threshold(threshold, operating_point)
         similarity = cosine(a.vector, b.vector)
         return {
             "similarity": similarity,
@@ -202,7 +229,7 @@ class Verifier:
         ``include_crops`` their aligned crops as base64 PNG), ``model`` and ``timings_ms``.
         Raises the typed error of the first unusable image."""
         t0 = time.perf_counter()
-        self.threshold(threshold, operating_point)  # fail fast on a bad operating point
+        choice = self.threshold(threshold, operating_point)  # fail fast on a bad operating point
         imgs = [as_rgb(im, max_pixels) for im in (image1, image2)]
         t1 = time.perf_counter()
         results = self.embed_faces(imgs, [policy, policy])
@@ -211,7 +238,7 @@ class Verifier:
             if isinstance(r, FaceverifyError):
                 r.details.setdefault("image", f"image{which}")
                 raise r
-        out = self.compare(results[0], results[1], threshold, operating_point)
+        out = self.compare(results[0], results[1], choice)
         out["faces"] = [r.to_dict(include_crops) for r in results]
         out["model"] = self.name
         out["timings_ms"] = {"decode": 1e3 * (t1 - t0), "inference": 1e3 * (t2 - t1), "total": 1e3 * (time.perf_counter() - t0)}

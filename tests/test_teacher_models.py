@@ -14,7 +14,7 @@ import torch
 
 from faceverify.align import TEMPLATES
 from faceverify.distill import DistillLoss, MultiTeacherLoss
-from faceverify.embedder import OnnxEmbedder, load_embedder
+from faceverify.loaders import OnnxEmbedder, load_embedder
 from faceverify.errors import ConfigError
 from faceverify.models import card_weights, model_names, resolve_model
 from faceverify.paths import MODELS_DIR, REPO_ROOT

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..calibration import DEFAULT_OPERATING_POINT, OPERATING_POINTS
-from ..detect import DEFAULT_POLICY, SELECTION_POLICIES
+from ..detect import DEFAULT_POLICY, RUNTIMES, SELECTION_POLICIES
 from ..embedder import FLIP_MODES
 from ..errors import FaceverifyError, InvalidInputError
 from ..image import load_image
@@ -40,8 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", default=DEFAULT_POLICY, choices=SELECTION_POLICIES, help="which face when there are several (default: %(default)s)")
     p.add_argument("--flip", default=None, choices=FLIP_MODES, help="flip test-time augmentation (default: the calibration's)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--runtime", default="auto", choices=RUNTIMES,
+                   help="onnxruntime or torch for the network and MTCNN (default auto: onnx when the model directory holds a "
+                        "current model.onnx)")
     p.add_argument("--torch-threads", type=int, default=None,
-                   help="torch intra-op threads (default 1, env FACEVERIFY_TORCH_THREADS; docs/service.md, Threads)")
+                   help="intra-op threads, torch or onnxruntime (default 1, env FACEVERIFY_TORCH_THREADS; docs/service.md, Threads)")
     return p
 
 
@@ -56,8 +59,9 @@ def verify(args: argparse.Namespace) -> None:
         raise InvalidInputError("--threshold must be a finite number", field="threshold")
     if args.model is None and not DEFAULT_MODEL_DIR.exists():
         return describe_without_model(args.image1, args.image2, args.policy)
-    apply_threads(latency_threads(args.torch_threads))
-    verifier = Verifier.from_model(args.model, flip=args.flip, device=args.device)
+    threads = latency_threads(args.torch_threads)
+    verifier = Verifier.from_model(args.model, flip=args.flip, device=args.device, runtime=args.runtime, threads=threads)
+    apply_threads(threads)  # torch's, when its runtime was chosen
     result = verifier.verify(args.image1, args.image2, args.threshold, args.operating_point, args.policy)
     result["image1"], result["image2"] = args.image1, args.image2
     print(json.dumps(result))

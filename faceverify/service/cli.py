@@ -38,9 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pca", default=None, help="PCA projection .npz (mean, components) for the gallery index")
     p.add_argument("--flip", choices=FLIP_MODES, default=None, help="flip TTA (default: the calibration's)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--runtime", choices=("auto", "onnx", "torch"), default=None,
+                   help="onnxruntime or torch for the network and MTCNN (default auto: onnx when the model directory holds a "
+                        "current model.onnx, which the base install needs; env FACEVERIFY_RUNTIME)")
     p.add_argument("--torch-threads", type=int, default=None,
-                   help="torch intra-op threads of the inference worker (default 1, env FACEVERIFY_TORCH_THREADS; "
-                        "docs/service.md, Threads)")
+                   help="intra-op threads of the inference worker, torch or onnxruntime (default 1, env "
+                        "FACEVERIFY_TORCH_THREADS; docs/service.md, Threads)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return p
 
@@ -60,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
     from faceverify.threads import apply_threads, apply_wait_policy, latency_threads
 
-    apply_wait_policy()  # before torch is imported (below)
+    apply_wait_policy()  # before any OpenMP runtime loads (torch, faiss: below)
+    import os
+
     import uvicorn
 
     from faceverify.service import Settings, create_app
@@ -68,16 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     from faceverify.models import resolve_model
 
     try:
-        threads = apply_threads(latency_threads(args.torch_threads))  # before the model loads
+        threads = latency_threads(args.torch_threads)
         settings = Settings.from_env(
             model=resolve_model(args.model).path, auth_scope=args.auth, **gallery_setting(args.gallery),
             max_body_bytes=None if args.max_body_mb is None else int(args.max_body_mb * 1024 * 1024),
             max_pixels=args.max_pixels, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
             max_queue=args.max_queue, flat_max=args.flat_max, nprobe=args.nprobe, pca=args.pca, flip=args.flip,
-            device=args.device, torch_threads=threads,
+            device=args.device, torch_threads=threads, runtime=args.runtime or os.environ.get("FACEVERIFY_RUNTIME"),
         )
         # load the model and open the gallery now: failures exit here, before the port is bound
         verifier = load_verifier(settings)
+        apply_threads(threads)  # torch's, when its runtime was chosen (onnxruntime's are set per session)
         gallery = open_gallery(settings, verifier)
     except FaceverifyError as exc:
         print(f"faceverify serve: {exc.message}", file=sys.stderr)

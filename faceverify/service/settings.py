@@ -44,7 +44,11 @@ class Settings(BaseModel):
     pca: Path | None = Field(None, description="optional PCA projection (.npz with mean, components) for the index")
     flip: str | None = Field(None, description="flip TTA; default: the calibration file's")
     device: str = "cpu"
-    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None: leave torch's; faceverify serve passes 1)")
+    runtime: str = Field("auto", pattern=r"^(auto|onnx|torch)$",
+                         description="onnxruntime or torch for the network and MTCNN (auto: onnx when the model has a current "
+                                     "model.onnx; faceverify.runtime)")
+    torch_threads: int | None = Field(None, ge=1, description="intra-op threads of torch and of each onnxruntime session "
+                                                               "(None: the runtimes' own; faceverify serve passes 1)")
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":

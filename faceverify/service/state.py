@@ -21,7 +21,8 @@ log = logging.getLogger("faceverify.service")
 
 
 def load_verifier(settings: Settings) -> Verifier:
-    return Verifier.from_model(settings.model, flip=settings.flip, device=settings.device)
+    return Verifier.from_model(settings.model, flip=settings.flip, device=settings.device, runtime=settings.runtime,
+                               threads=settings.torch_threads)
 
 
 def open_gallery(settings: Settings, verifier: Verifier) -> Gallery:
@@ -43,11 +44,11 @@ class Service:
     def open(self, verifier: Verifier | None = None, gallery: Gallery | None = None) -> None:
         """Load the model once and open the gallery (or adopt the given ones)."""
         s = self.settings
-        if s.torch_threads:
-            import torch
-
-            torch.set_num_threads(s.torch_threads)
         self.verifier = verifier or load_verifier(s)
+        if s.torch_threads:  # after the model loads: torch is only there if its runtime was chosen
+            from ..threads import apply_threads
+
+            apply_threads(s.torch_threads)
         self.gallery = gallery or open_gallery(s, self.verifier)
         self.queue = InferenceQueue(self.verifier, self.metrics, s.max_batch, s.batch_wait_ms, s.max_queue)
         self.queue.start()

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import PurePath
-
 from ...errors import FaceverifyError
-from ...calibration import ThresholdChoice
 from ...verify import FaceResult
 from ..batching import InferenceResult
 from ..schemas import ErrorResponse
@@ -35,10 +32,3 @@ def faces_or_raise(result: InferenceResult, names: list[str]) -> list[FaceResult
             raise face
     return list(result.faces)  # type: ignore[arg-type]
 
-
-def threshold_source(choice: ThresholdChoice) -> dict:
-    """Where a threshold came from, with the calibration file's name only (no server path)."""
-    out = choice.to_dict()
-    if out.get("file"):
-        out["file"] = PurePath(out["file"]).name
-    return out

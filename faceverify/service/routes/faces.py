@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from ..inputs import body_doc, decode_images, parse_body
 from ..schemas import EmbedForm, EmbedJSON, EmbedParams, EmbedResponse, FaceInfo, Timings, VerifyForm, VerifyJSON, VerifyParams, VerifyResponse
 from ..state import ServiceDep
-from .common import ERROR_RESPONSES, faces_or_raise, threshold_source
+from .common import ERROR_RESPONSES, faces_or_raise
 
 router = APIRouter(tags=["verification"])
 
@@ -22,13 +22,12 @@ async def verify(request: Request, service: ServiceDep) -> VerifyResponse:
     verdict, the faces used and timings."""
     t0 = time.perf_counter()
     params, blobs = await parse_body(request, VerifyParams, VerifyJSON, ("image1", "image2"))
-    service.verifier.threshold(params.threshold, params.operating_point)  # unknown operating point: 422 before any work
+    choice = service.verifier.threshold(params.threshold, params.operating_point)  # unknown operating point: 422 before any work
     images = await decode_images(service, blobs)
     t1 = time.perf_counter()
     result = await service.queue.submit([images["image1"], images["image2"]], [params.policy] * 2)
     a, b = faces_or_raise(result, ["image1", "image2"])
-    verdict = service.verifier.compare(a, b, params.threshold, params.operating_point)
-    verdict["threshold_source"] = threshold_source(service.verifier.threshold(params.threshold, params.operating_point))
+    verdict = service.verifier.compare(a, b, choice)  # the one verdict builder (the CLI's and the Python API's)
     total = 1e3 * (time.perf_counter() - t0)
     return VerifyResponse(
         **verdict,

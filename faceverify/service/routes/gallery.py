@@ -36,7 +36,7 @@ from ..schemas import (
     Timings,
 )
 from ..state import ServiceDep
-from .common import ERROR_RESPONSES, faces_or_raise, threshold_source
+from .common import ERROR_RESPONSES, faces_or_raise
 
 router = APIRouter(tags=["gallery"], responses=ERROR_RESPONSES)
 
@@ -177,7 +177,7 @@ async def identify(request: Request, service: ServiceDep) -> IdentifyResponse:
         matches=[IdentifyMatch(subject=m.subject, similarity=m.similarity, face_id=m.face_id,
                                above_threshold=bool(m.similarity > choice.value)) for m in matches],
         threshold=choice.value,
-        threshold_source=threshold_source(choice),
+        threshold_source=choice.to_dict(),
         face=face_info,
         index=index,
         timings_ms=Timings(decode=1e3 * (t1 - t0), queue=queue_ms, inference=inference_ms, search=1e3 * (t3 - t2),

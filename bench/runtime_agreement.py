@@ -1,0 +1,112 @@
+"""Same answers from both runtimes: MTCNN and the default model on onnxruntime vs on torch, over the
+images of LFW View 1 (pairsDevTrain + pairsDevTest: 2,200 pairs).
+
+For every image: every face MTCNN finds (any probability), matched by rank of score, and the
+largest |difference| of their boxes and landmarks in pixels. For every pair: |cos_onnx - cos_torch|.
+Goals (issue 20): detections within 0.5 px, cosine differences within 1e-3.
+tests/test_mtcnn_onnx.py runs the same function on a part of pairsDevTest.
+
+    python -m bench.runtime_agreement [--pairs N] [--out FILE.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+from faceverify.errors import FaceverifyError
+
+MAX_PX = 0.5
+MAX_COSINE = 1e-3
+
+
+def view1_pairs(files=("pairsDevTrain.txt", "pairsDevTest.txt"), n: int | None = None) -> list[tuple[str, str]]:
+    """View 1's pairs as image paths; ``n``: that many, half same and half different, spread evenly."""
+    from faceverify.evaluation.lfw import read_pairs
+    from faceverify.paths import lfw_root
+
+    root = lfw_root() / "images"
+    out = []
+    for name in files:
+        pl = read_pairs(lfw_root() / name)
+        idx = np.arange(len(pl.left))
+        if n is not None:
+            per_file = max(1, n // len(files))
+            same, diff = idx[pl.same], idx[~pl.same]
+            idx = np.concatenate([same[np.linspace(0, len(same) - 1, per_file // 2).round().astype(int)],
+                                  diff[np.linspace(0, len(diff) - 1, per_file - per_file // 2).round().astype(int)]])
+        out += [(str(root / pl.left[i]), str(root / pl.right[i])) for i in idx]
+    return out
+
+
+def compare_detections(a: list, b: list) -> tuple[bool, float]:
+    """(same number of faces, largest box/landmark difference in px) of two runtimes' faces."""
+    if len(a) != len(b):
+        return False, float("inf")
+    worst = 0.0
+    for fa, fb in zip(sorted(a, key=lambda f: -f.score), sorted(b, key=lambda f: -f.score)):
+        worst = max(worst, float(np.abs(fa.box - fb.box).max()), float(np.abs(fa.landmarks - fb.landmarks).max()))
+    return True, worst
+
+
+def agreement(pairs: list[tuple[str, str]], model=None) -> dict:
+    from faceverify.image import load_image
+    from faceverify.verify import Verifier
+
+    verifiers = {rt: Verifier.from_model(model, runtime=rt) for rt in ("onnx", "torch")}
+    detections: dict[str, tuple[bool, float]] = {}
+    cos_diff, refused_differently = [], 0
+    t0 = time.perf_counter()
+    for a, b in pairs:
+        images = [load_image(a), load_image(b)]
+        for path, image in zip((a, b), images):
+            if path not in detections:
+                found = {rt: v.aligner.detect(image, min_score=0.0) for rt, v in verifiers.items()}
+                detections[path] = compare_detections(found["onnx"], found["torch"])
+        results = {rt: v.embed_faces(images) for rt, v in verifiers.items()}
+        if any(isinstance(r, FaceverifyError) for rs in results.values() for r in rs):
+            refused_differently += any(isinstance(x, FaceverifyError) != isinstance(y, FaceverifyError)
+                                       for x, y in zip(results["onnx"], results["torch"]))
+            continue
+        cosines = {rt: float(rs[0].vector @ rs[1].vector) for rt, rs in results.items()}
+        cos_diff.append(abs(cosines["onnx"] - cosines["torch"]))
+    px = np.array([d for ok, d in detections.values() if ok])
+    return {
+        "pairs": len(pairs), "images": len(detections),
+        "images_with_different_face_counts": int(sum(not ok for ok, _ in detections.values())),
+        "max_detection_diff_px": float(px.max()) if len(px) else 0.0,
+        "p99_detection_diff_px": float(np.percentile(px, 99)) if len(px) else 0.0,
+        "pairs_compared": len(cos_diff), "pairs_refused_differently": refused_differently,
+        "max_cosine_diff": float(max(cos_diff)) if cos_diff else 0.0,
+        "median_cosine_diff": float(np.median(cos_diff)) if cos_diff else 0.0,
+        "goals": {"detections_within_px": MAX_PX, "cosine_within": MAX_COSINE},
+        "model": verifiers["onnx"].public_name, "elapsed_s": round(time.perf_counter() - t0, 1),
+    }
+
+
+def met(result: dict) -> bool:
+    return (result["images_with_different_face_counts"] == 0 and result["pairs_refused_differently"] == 0
+            and result["max_detection_diff_px"] <= MAX_PX and result["max_cosine_diff"] <= MAX_COSINE)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--pairs", type=int, default=None, help="a spread subset of this many pairs (default: all 2,200)")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    result = agreement(view1_pairs(n=args.pairs))
+    result["met"] = met(result)
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write(text + "\n")
+    return 0 if result["met"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
