@@ -168,8 +168,9 @@ def kill_under_load(proxy: str, key: str, containers: list[str], urls: list[str]
         i = 0
         while not stop.is_set():
             person = LOAD_PEOPLE[(c + i * clients) % len(LOAD_PEOPLE)]
+            # largest_central: a press photo may show a second face; enrolment's default refuses it (422)
             status, body, _ = call(proxy, "POST", f"/collections/{COLLECTION}/subjects/load{c}_{i}/faces",
-                                   {"image": images[person]}, key, timeout=30)
+                                   {"image": images[person], "policy": "largest_central"}, key, timeout=30)
             with lock:
                 statuses[status] = statuses.get(status, 0) + 1
                 if status == 201:
@@ -191,7 +192,9 @@ def kill_under_load(proxy: str, key: str, containers: list[str], urls: list[str]
     print(f"compose_smoke: killed replica {victim[:12]} after {at_kill} acknowledged enrolments; "
           f"{after_kill} more acknowledged by the survivor in {after_kill_s:.0f} s; statuses {statuses}", flush=True)
     check(after_kill > 0, "no enrolment was acknowledged after the kill: the survivor did not take over")
-    check(not any(500 <= s < 600 and s not in (502, 503) for s in statuses), f"a server error under the kill: {statuses}")
+    # 502: the request was in flight on the killed replica (not acknowledged, so the client may retry);
+    # anything else but 201 is a fault
+    check(set(statuses) <= {201, 502}, f"unexpected statuses under the kill: {statuses}")
 
     want = {fid for _, fid in acked}
     status, body, _ = call(proxy, "GET", f"/collections/{COLLECTION}/faces")
@@ -234,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(containers) < 2:
         p.error("--replicas: at least two containers (the deployment runs 2 replicas)")
     proxy = args.url.rstrip("/")
-    figures: dict = {}
+    figures: dict = {"load_average_at_start": open("/proc/loadavg").read().split()[0]}
     try:
         figures["proxy_ready_s"] = round(wait_for(lambda: call(proxy, "GET", "/health", timeout=5)[0] == 200, 180,
                                                   "the proxy's /health"), 1)

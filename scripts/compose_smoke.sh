@@ -122,11 +122,11 @@ rt = f["round_trip_ms_p50"]
 print(f"""compose_smoke: passed
   build: stand-in images {f['build_standins_s']} s, service image {f['build_service_image_s']} s
   image sizes (MB): faceverify {f['image_mb']['faceverify:latest']}, postgres stand-in {f['image_mb']['local/postgres:15-bookworm']}, nginx stand-in {f['image_mb']['local/nginx:1.22-bookworm']}, python stand-in {f['image_mb']['local/python:3.11-slim-bookworm']}
-  up -d {f['up_s']} s, proxy healthy {f['proxy_ready_s']} s after
+  docker-compose up -d (postgres, then replicas, then proxy, each healthy) {f['up_s']} s; proxy /health 200 {f['proxy_ready_s']} s after
   round trips through nginx, p50 of 10: verify {rt['verify']} ms, identify {rt['identify']} ms, enrol {rt['enrol']} ms
   replicas followed each change within {f['replica_follow_ms_max']} ms
   kill under load: {f['kill_under_load']['acknowledged']} acknowledged enrolments, {f['kill_under_load']['lost']} lost; killed replica healthy {f['replica_restart_s']} s after docker start
-  checks {f['checks_s']} s, down -v {f['down_s']} s""")
+  checks {f['checks_s']} s, down -v {f['down_s']} s; load average {f['load_average_at_start']} when the checks began""")
 EOF
-[ -n "${FIGURES:-}" ] && cp "$figures" "$FIGURES"
+if [ -n "${FIGURES:-}" ]; then cp "$figures" "$FIGURES"; fi
 rm -f "$figures"
