@@ -4,21 +4,36 @@
 #   FACEVERIFY_EXTRAS=train,dev (default)  extras to install; the base install (no extras) is the torch-free runtime
 #   FACEVERIFY_GPU=1                       faiss-gpu instead of faiss-cpu
 #   --test                                 also the system packages the tests drive (Debian chromium + chromedriver;
-#                                          the PostgreSQL server, whose initdb/pg_ctl start throw-away clusters) and dlib's descriptor
-#                                          (the [dlib] extra: the teacher and the `--model dlib` path)
+#                                          the PostgreSQL server, whose initdb/pg_ctl start throw-away clusters; the Docker
+#                                          engine, docker-compose and debootstrap for scripts/compose_smoke.sh, with dockerd
+#                                          started if it is not running) and dlib's descriptor (the [dlib] extra: the
+#                                          teacher and the `--model dlib` path)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--test" ]; then
   missing=""
   command -v chromedriver >/dev/null 2>&1 || missing="$missing chromium chromium-driver"
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"
+  command -v dockerd >/dev/null 2>&1 || missing="$missing docker.io"
+  command -v docker-compose >/dev/null 2>&1 || missing="$missing docker-compose"
+  command -v debootstrap >/dev/null 2>&1 || missing="$missing debootstrap"
   if [ -n "$missing" ]; then
     if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
       # shellcheck disable=SC2086
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
     else
-      echo "setup: missing system packages:$missing (the demo-page and PostgreSQL tests need them); install them as root." >&2
+      echo "setup: missing system packages:$missing (the demo-page, PostgreSQL and compose tests need them); install them as root." >&2
     fi
+  fi
+  # the compose smoke test needs a running engine: started here when it is not (its log: /var/log/dockerd.log)
+  if command -v dockerd >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && ! docker info >/dev/null 2>&1; then
+    if [ -d /run/systemd/system ]; then
+      systemctl start docker
+    else
+      setsid nohup dockerd >/var/log/dockerd.log 2>&1 < /dev/null &
+    fi
+    for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+    docker info >/dev/null 2>&1 || echo "setup: dockerd did not start (see /var/log/dockerd.log); the compose smoke test will be skipped" >&2
   fi
 fi
 PY=${PYTHON:-python3}

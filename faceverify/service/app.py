@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from .. import __version__
 from ..gallery import Gallery
 from ..verify import Verifier
+from .access_log import install_redaction
 from .auth import KeyRequiredMiddleware, ReadAuth
 from .errors import install_error_handlers
 from .http_head import HeadMiddleware
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None, *, verifier: Verifier | None = 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        install_redaction()  # here: after the server has configured its loggers
         service.decode_limiter = anyio.CapacityLimiter(settings.decode_concurrency)
         if service.verifier is None:
             await anyio.to_thread.run_sync(service.open, verifier, gallery)
