@@ -185,10 +185,11 @@ class TeacherTargets:
         from .models import resolve_model
 
         teacher = load_embedder(self.spec, **self.kwargs)
-        config = {k: v for k, v in (getattr(teacher, "config", None) or {}).items() if isinstance(v, (str, int, float, bool))}
         model = resolve_model(self.spec)
-        if model.kind != "dlib":  # a model file or folder: its weights, so retrained weights never reuse targets
-            config["sha256"] = model.sha256()
+        if model.kind == "dlib":  # dlib's own settings (detector, points, version) decide its vectors
+            config = {k: v for k, v in (getattr(teacher, "config", None) or {}).items() if isinstance(v, (str, int, float, bool))}
+        else:  # a network's crops come from the views' points, not its aligner: its weights are what counts
+            config = {"sha256": model.sha256()}  # so retrained weights never reuse targets
         return teacher.name, {"spec": self.spec, **config}
 
     @property
