@@ -390,6 +390,9 @@ def test_default_thread_policy(served_model, tmp_path):
     FACEVERIFY_TORCH_THREADS overrides the thread count; an OMP_WAIT_POLICY of the user's own is kept."""
     clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "FACEVERIFY_TORCH_THREADS")}
     clean["OMP_DISPLAY_ENV"] = "VERBOSE"  # each OpenMP runtime prints its settings when it loads
+    runtime, stderr = _runtime_of(served_model, tmp_path / "g0", clean)  # the default runtime, onnxruntime: torch never loads
+    assert runtime == {"torch_threads": None, "omp_wait_policy": "PASSIVE", "kmp_blocktime": "0"}
+    clean["FACEVERIFY_RUNTIME"] = "torch"
     runtime, stderr = _runtime_of(served_model, tmp_path / "g1", clean)
     assert runtime == {"torch_threads": 1, "omp_wait_policy": "PASSIVE", "kmp_blocktime": "0"}
     spin = re.findall(r"GOMP_SPINCOUNT = '(\d+)'", stderr)
