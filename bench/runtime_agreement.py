@@ -3,7 +3,7 @@ images of LFW View 1 (pairsDevTrain + pairsDevTest: 2,200 pairs).
 
 For every image: every face MTCNN finds (any probability), matched by rank of score, and the
 largest |difference| of their boxes and landmarks in pixels. For every pair: |cos_onnx - cos_torch|.
-Goals (issue 20): detections within 0.5 px, cosine differences within 1e-3.
+Goals: detections within 0.5 px, cosine differences within 1e-3.
 tests/test_mtcnn_onnx.py runs the same function on a part of pairsDevTest.
 
     python -m bench.runtime_agreement [--pairs N] [--out FILE.json]
