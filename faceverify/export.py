@@ -60,13 +60,13 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: tuple[int
 
 
 def onnx_metadata(info: ModelInfo) -> dict[str, str]:
-    from .models import file_sha256
+    from .models import file_digest
 
     # source_sha256: the checkpoint it was exported from (a model directory's model.onnx is only
     # served in place of its model.pt while the two match; faceverify.verify.runtime_model)
     return {"faceverify.template": info.template, "faceverify.backbone": info.name,
             "faceverify.embedding_dim": str(info.embedding_dim), "faceverify.kwargs": json.dumps(info.kwargs),
-            "faceverify.source_sha256": file_sha256(Path(info.path))}
+            "faceverify.source_sha256": file_digest(Path(info.path))}
 
 
 def check_onnx(model: nn.Module, path: str | os.PathLike, input_size: tuple[int, int], batches=(1, 3)) -> float:

@@ -114,7 +114,7 @@ def test_a_wrong_spec_is_a_typed_error_that_says_what_to_give(models, tmp_path):
             call(missing)
     empty = tmp_path / "empty_dir"
     empty.mkdir()
-    with pytest.raises(CheckpointError, match="is a directory without model.pt or model.onnx; give a checkpoint"):
+    with pytest.raises(CheckpointError, match=r"is a directory without model\.pt, model\.onnx or a card naming its weights; give a checkpoint"):
         load_embedder(empty)
     with pytest.raises(CheckpointError, match="is an ONNX model, not a faceverify checkpoint"):
         load_checkpoint(models["onnx"])
