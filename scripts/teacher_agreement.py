@@ -23,7 +23,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from faceverify.distill import TeacherTargets, centred_targets, student_view, view_params  # noqa: E402
+from faceverify.training.distill import TeacherTargets, centred_targets, student_view, view_params  # noqa: E402
 from faceverify.loaders import load_embedder  # noqa: E402
 from faceverify.evaluation.lfw import all_pairs_tar_at_far, read_pairs  # noqa: E402
 from faceverify.evaluation.run import EvalOptions, features_for  # noqa: E402

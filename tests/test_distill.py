@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from faceverify.align import WIDE_160, align_face
-from faceverify.distill import (DistillFaces, DistillLoss, StudentCrops, TeacherTargets, centred_targets, render_view, select_faces, unit_targets,
+from faceverify.training.distill import (DistillFaces, DistillLoss, StudentCrops, TeacherTargets, centred_targets, render_view, select_training_faces, unit_targets,
                                 student_view, teacher_view, view_params)
 from faceverify.loaders import load_embedder
 from faceverify.errors import ConfigError, DataNotFoundError
@@ -164,14 +164,14 @@ def test_distill_loss_raw_keeps_the_teachers_geometry():
 
 
 def test_select_faces_labels_and_duplicates(wide_set):
-    keep, labels, classes = select_faces(wide_set, ["att", "flat"], min_images=3)
+    keep, labels, classes = select_training_faces(wide_set, ["att", "flat"], min_images=3)
     labelled = int((wide_set.labels >= 0).sum())  # 60 photos, less any MTCNN rejected
     assert len(classes) == 6 and (labels >= 0).sum() == labelled >= 55
     assert len(keep) == len(wide_set) - 1  # the byte-identical copy is dropped
-    keep_att, labels_att, _ = select_faces(wide_set, ["att"], min_images=20)
+    keep_att, labels_att, _ = select_training_faces(wide_set, ["att"], min_images=20)
     assert (labels_att == -1).all() and len(keep_att) == labelled  # 10 photos < 20: distillation only
     with pytest.raises(DataNotFoundError, match="utkface"):
-        select_faces(wide_set, ["att", "utkface"], 3)
+        select_training_faces(wide_set, ["att", "utkface"], 3)
 
 
 @pytest.mark.slow  # a training run

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from faceverify.align import TEMPLATES
-from faceverify.distill import DistillLoss, MultiTeacherLoss
+from faceverify.training.distill import DistillLoss, MultiTeacherLoss
 from faceverify.loaders import OnnxEmbedder, load_embedder
 from faceverify.errors import ConfigError
 from faceverify.models import card_weights, model_names, resolve_model

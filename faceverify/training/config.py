@@ -37,7 +37,7 @@ DEFAULTS: dict = {
         "select": [],  # train on these of the prepared sources only (default: all); the packed set stays shared
         "extra_root": None,  # folder of sources that are not under the shared train root; default $FACEVERIFY_EXTRA_FACES
     },
-    # Distillation (faceverify.distill): a teacher embedder labels views of every face; the student
+    # Distillation (faceverify.training.distill): a teacher embedder labels views of every face; the student
     # matches its centred targets, and the margin head (weight ``margin``) trains on labelled faces.
     "distill": {
         # load_embedder spec: "dlib", "arcface-mbf", a .onnx file, a faceverify model, or a list of

@@ -19,7 +19,6 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,22 +26,20 @@ import torch
 import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..backbones import build_backbone
 from ..backbones.onnx_graph import graph_from_model, load_onnx_weights
 from ..checkpoint import inference_state, load_checkpoint, save_checkpoint
-from ..distill import (DistillFaces, DistillLoss, MultiTeacherLoss, StudentCrops, TeacherTargets, centred_targets,
-                       select_faces, unit_targets)
 from ..errors import ConfigError, FaceverifyError
 from ..losses import MarginLoss, build_head
 from ..models import resolve_model
 from . import dist as fdist
 from .config import recipe_hash, template_size
-from .data import AugmentedFaces, ResumableSampler
-from .datasets import open_training_set
+from .data import ResumableSampler
 from .logger import MetricsLogger
+from .run_data import build_distill_loss, log_columns, open_run_data
 from .schedules import LambdaSchedule, WarmupLR
 
 
@@ -100,15 +97,6 @@ class TrainNet(nn.Module):
         return self.head(head_input, labels.clamp(min=0)), embedding
 
 
-def log_columns(distill_loss: nn.Module | None, raw_weight: float) -> tuple[str, ...]:
-    """The distillation terms logged beside the loss (metrics.csv columns)."""
-    if distill_loss is None:
-        return ()
-    if isinstance(distill_loss, MultiTeacherLoss):
-        return distill_loss.part_names(bool(raw_weight))
-    return ("distill_cos", "distill_rel") + (("distill_raw",) if raw_weight else ())
-
-
 def margin_loss(loss_fn: MarginLoss, output, labels: torch.Tensor) -> torch.Tensor:
     """The margin loss over the labelled faces of the batch (0, still in the graph, when none are)."""
     mask = labels >= 0
@@ -117,94 +105,6 @@ def margin_loss(loss_fn: MarginLoss, output, labels: torch.Tensor) -> torch.Tens
     if not bool(mask.any()):
         return output.logits.sum() * 0.0
     return loss_fn(type(output)(output.logits[mask], output.cos_logits[mask]), labels[mask])
-
-
-# ---- the data of a run -------------------------------------------------------------------------
-@dataclass
-class TeacherData:
-    name: str  # the teacher's spec (e.g. "arcface-mbf"), for the loss's log columns
-    dim: int  # its embedding dimension
-    mean: np.ndarray | None = None  # raw mode: its unit targets' mean direction over the training views
-    spread: float = 1.0  # raw mode: their spread around it
-
-
-@dataclass
-class RunData:
-    dataset: Dataset  # items (crop tensor, label[, teacher targets, concatenated over the teachers])
-    classes: list  # identity names of the head's classes
-    num_classes: int
-    teachers: list[TeacherData] = field(default_factory=list)  # empty: no distillation; [0] is the primary
-
-
-def teacher_list(kcfg: dict) -> list[tuple[str, dict, float]]:
-    """(spec, loader options, weight) of each teacher the recipe names (``distill.teacher``: one spec
-    or a list; ``teacher_kwargs``: the options, per spec for a list; ``teacher_weights``: per teacher)."""
-    specs = kcfg["teacher"] if isinstance(kcfg["teacher"], list) else ([kcfg["teacher"]] if kcfg["teacher"] else [])
-    kwargs = kcfg["teacher_kwargs"] or {}
-    weights = kcfg.get("teacher_weights") or [1.0] * len(specs)
-    if len(weights) != len(specs):
-        raise ConfigError(f"distill.teacher_weights has {len(weights)} values for {len(specs)} teachers.")
-    per_spec = isinstance(kcfg["teacher"], list)
-    return [(str(spec), dict(kwargs.get(str(spec), {}) if per_spec else kwargs), float(w)) for spec, w in zip(specs, weights)]
-
-
-def open_run_data(cfg: dict, info: fdist.DistInfo, seed: int) -> RunData:
-    """The recipe's training set: the main process prepares (or finds) the packed set and the
-    teacher targets, the others wait and open what it made."""
-    dcfg, kcfg = cfg["data"], cfg["distill"]
-    teachers = teacher_list(kcfg)
-    distilling = bool(teachers)
-    views = int(kcfg["views"])
-    if info.is_main:
-        faces = open_training_set(dcfg, progress=True, wide=distilling)
-        for spec, kwargs, _ in teachers:  # each teacher cuts its own crops of the same views, cached apart
-            TeacherTargets(faces, spec, views, kwargs).build(int(kcfg["workers"]))
-        if distilling and kcfg["crop_cache"]:
-            StudentCrops(faces, dcfg["template"], views).build(int(kcfg["workers"]))
-    fdist.barrier(info)
-    if not info.is_main:
-        faces = open_training_set(dcfg, progress=False, prepare=False, wide=distilling)
-    if not distilling:
-        dataset = AugmentedFaces(faces, template_size(dcfg["template"]), flip=dcfg["flip"], random_crop=dcfg["random_crop"], seed=seed)
-        return RunData(dataset, list(faces.classes), faces.num_classes)
-    selected = [Path(s).name for s in (dcfg["select"] or dcfg["sources"])]
-    indices, labels, classes = select_faces(faces, selected, int(kcfg["min_images"]))
-    if float(kcfg["cosine"]) <= 0 and float(kcfg["relational"]) <= 0:  # margin only: unlabelled faces teach nothing
-        indices, labels = indices[labels >= 0], labels[labels >= 0]
-    parts, described = [], []
-    for k, (spec, kwargs, _) in enumerate(teachers):
-        raw_targets = np.asarray(TeacherTargets(faces, spec, views, kwargs).load())
-        if float(kcfg["raw"]) or k > 0:  # raw unit targets; the loss centres them (and regresses the primary's raw vector)
-            targets, mean, spread = unit_targets(raw_targets)
-        else:
-            (targets, _), mean, spread = centred_targets(raw_targets), None, 1.0
-        parts.append(targets)
-        described.append(TeacherData(spec, int(targets.shape[2]), mean, spread))
-    targets = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)
-    crops = StudentCrops(faces, dcfg["template"], views).directory / "crops.npy" if kcfg["crop_cache"] else None
-    dataset = DistillFaces(faces, targets, indices, labels, dcfg["template"], seed=seed, crops=crops)
-    return RunData(dataset, classes, max(1, len(classes)), described)
-
-
-def build_distill_loss(cfg: dict, teachers: list[TeacherData]) -> nn.Module | None:
-    """The distillation loss of the recipe: one teacher's ``DistillLoss``, or a ``MultiTeacherLoss``."""
-    if not teachers:
-        return None
-    kcfg, dim = cfg["distill"], int(cfg["model"]["embedding_dim"])
-    weights = [w for _, _, w in teacher_list(kcfg)]
-    first = teachers[0]
-    primary = DistillLoss(dim, first.dim, float(kcfg["cosine"]), float(kcfg["relational"]), kcfg["projection"],
-                          float(kcfg["raw"]), first.mean, first.spread)
-    if len(teachers) == 1:
-        return primary
-    # the further teachers see the student's centred unit embedding through their own projection heads
-    others = [DistillLoss(dim, t.dim, float(kcfg["cosine"]), float(kcfg["relational"]), True, 0.0, t.mean, t.spread)
-              for t in teachers[1:]]
-    return MultiTeacherLoss([primary, *others], [t.dim for t in teachers], weights, [short_name(t.name) for t in teachers])
-
-
-def short_name(spec: str) -> str:
-    return Path(spec).name.replace("-", "_")
 
 
 # ---- the run -----------------------------------------------------------------------------------
