@@ -50,13 +50,23 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: tuple[int
         torch.onnx.export(model, (_example(input_size),), str(path), input_names=["input"], output_names=["embedding"],
                           opset_version=opset, dynamo=True, external_data=False, dynamic_shapes=({0: batch},),
                           verbose=False)
-    proto = onnx.load(str(path))
+    proto = strip_debug_info(onnx.load(str(path)))
     for key, value in (metadata or {}).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, str(value)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     return path
+
+
+def strip_debug_info(proto):
+    """The graph without the exporter's per-node debug records (stack traces and FX names, which
+    name the exporting machine's paths): the shipped file is the same wherever it was exported."""
+    for node in proto.graph.node:
+        node.doc_string = ""
+        del node.metadata_props[:]
+    proto.graph.doc_string = ""
+    return proto
 
 
 def onnx_metadata(info: ModelInfo) -> dict[str, str]:

@@ -38,8 +38,11 @@ def _nets():
 def export_mtcnn(out: str | Path = MTCNN_DIR, opset: int = 18) -> list[Path]:
     """Write pnet.onnx, rnet.onnx and onet.onnx to ``out``; each is checked against torch on two
     input shapes (a ConfigError if they differ by more than 1e-4)."""
+    import onnx
     import onnxruntime as ort
     import torch
+
+    from .export import strip_debug_info
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -55,6 +58,7 @@ def export_mtcnn(out: str | Path = MTCNN_DIR, opset: int = 18) -> list[Path]:
             warnings.simplefilter("ignore")
             torch.onnx.export(net, (example,), str(path), input_names=["input"], output_names=list(outputs), opset_version=opset,
                               dynamo=True, external_data=False, dynamic_shapes=(dims,), verbose=False)
+        onnx.save(strip_debug_info(onnx.load(str(path))), str(path))
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         checks = [(1, 3, 37, 51), (3, 3, 12, 12)] if "height" in dynamic else [(1, *shape[1:]), (5, *shape[1:])]
         for check in checks:
