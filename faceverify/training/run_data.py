@@ -109,8 +109,4 @@ def short_name(spec: str) -> str:
 
 def log_columns(distill_loss: nn.Module | None, raw_weight: float) -> tuple[str, ...]:
     """The distillation terms logged beside the loss (metrics.csv columns)."""
-    if distill_loss is None:
-        return ()
-    if isinstance(distill_loss, MultiTeacherLoss):
-        return distill_loss.part_names(bool(raw_weight))
-    return ("distill_cos", "distill_rel") + (("distill_raw",) if raw_weight else ())
+    return () if distill_loss is None else distill_loss.part_names(bool(raw_weight))

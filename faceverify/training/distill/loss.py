@@ -38,6 +38,11 @@ class DistillLoss(nn.Module):
         self.register_buffer("mean", None if mean is None else torch.as_tensor(np.asarray(mean), dtype=torch.float32))
         self.spread = float(spread)
 
+    @staticmethod
+    def part_names(raw: bool) -> tuple[str, ...]:
+        """The terms ``forward`` reports (metrics.csv columns)."""
+        return ("distill_cos", "distill_rel") + (("distill_raw",) if raw else ())
+
     def forward(self, embedding: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
         embedding = embedding.float()
         parts = {}
@@ -89,8 +94,8 @@ class MultiTeacherLoss(nn.Module):
         return self.losses[0].mean
 
     def part_names(self, raw: bool) -> tuple[str, ...]:
-        first = ("distill_cos", "distill_rel") + (("distill_raw",) if raw else ())
-        return first + tuple(f"{p}_{n}" for n in self.names[1:] for p in ("distill_cos", "distill_rel"))
+        further = DistillLoss.part_names(raw=False)  # the other teachers have no raw term
+        return DistillLoss.part_names(raw) + tuple(f"{p}_{n}" for n in self.names[1:] for p in further)
 
     def forward(self, embedding: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
         loss, parts, start = embedding.new_zeros((), dtype=torch.float32), {}, 0
