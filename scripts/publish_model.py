@@ -27,16 +27,52 @@ sys.path.insert(0, str(REPO))
 
 from faceverify.checkpoint import load_checkpoint  # noqa: E402
 from faceverify.embedder import FLIP_MODES  # noqa: E402
+from faceverify.models import resolve_model  # noqa: E402
 from faceverify.training.config import recipe_hash  # noqa: E402
 
 RECORD = ("metrics.csv", "val.csv", "training_curve.png", "summary.json", "config.yaml")
 
 
-# What a recipe's teacher spec is, for the model card.
-TEACHERS = {
-    "dlib": {"name": "dlib_face_recognition_resnet_model_v1", "licence": "public domain (released by its author, Davis King)",
-             "embedding_dim": 128, "trained_on": "about 3M faces of 7,485 identities (face_recognition_models / dlib-models)"},
-}
+# dlib has no model card of its own (it is a library, not a model folder); named models carry theirs.
+DLIB = {"name": "dlib_face_recognition_resnet_model_v1", "licence": "public domain (released by its author, Davis King)",
+        "embedding_dim": 128, "trained_on": "about 3M faces of 7,485 identities (face_recognition_models / dlib-models)"}
+TEACHER_DATA = ("The teachers were trained on web-crawled photos of public figures that may include people in LFW, "
+                "as is usual for published LFW figures; no LFW image was used for this model's training, "
+                "its teachers' targets, its calibration or its hyper-parameters.")
+
+
+def teacher_card(spec: str) -> dict:
+    """What the model card says of one teacher: its own card's name, licence, source and weights."""
+    if spec == "dlib":
+        return dict(DLIB)
+    card = resolve_model(spec).manifest()
+    out = {"name": spec, "embedding_dim": card.get("embedding_dim")}
+    for key in ("description", "licence", "source", "trained_on", "published"):
+        if card.get(key) is not None:
+            out[key] = card[key]
+    if card.get("weights"):
+        out["weights"] = {k: card["weights"][k] for k in ("package", "file", "sha256") if k in card["weights"]}
+    return out
+
+
+def teachers_section(distill: dict) -> dict | None:
+    """The recipe's teachers (primary first) with their cards, and how the student learned them."""
+    specs = distill.get("teacher")
+    if not specs:
+        return None
+    specs = [specs] if isinstance(specs, str) else list(specs)
+    return {"teachers": [teacher_card(str(s)) for s in specs], "views": distill["views"],
+            "loss": {k: distill.get(k, 0.0) for k in ("raw", "cosine", "relational", "margin")}
+            | {k: distill[k] for k in ("projection", "teacher_weights") if distill.get(k) is not None}}
+
+
+def weights_terms(teachers: list[dict]) -> str:
+    """The terms the distilled weights inherit: the most restrictive teacher licence and training data."""
+    restricted = [t["name"] for t in teachers if "non-commercial" in t.get("licence", "")]
+    if restricted:
+        return (f"research / non-commercial use only: distilled from {', '.join(restricted)}, whose weights are licensed "
+                "for non-commercial research, and trained on faces whose sources allow research use only")
+    return "research / non-commercial use only: trained on faces whose sources allow research use only"
 
 
 def relative(path: Path) -> str:
@@ -70,6 +106,7 @@ def main() -> int:
     state = load_checkpoint(run_dir / "model.pt")
     dst.mkdir(parents=True, exist_ok=True)
     shutil.copy2(run_dir / "model.pt", dst / "model.pt")
+    (dst / "model.onnx").unlink(missing_ok=True)  # the previous model's export must not outlive it
     (dst / "training").mkdir(exist_ok=True)
     for name in RECORD:
         if (run_dir / name).is_file():
@@ -84,6 +121,8 @@ def main() -> int:
     manifest_path = dst / "MODEL.json"
     previous = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     manifest_path.write_text(json.dumps({**previous, "evaluation": evaluation}, indent=2) + "\n")
+    # the base install serves the ONNX export (faceverify/runtime.py); --check compares it with torch
+    run([py, "-m", "faceverify", "export", f"{rel}/model.pt", f"{rel}/model.onnx", "--check"])
     run([py, "-m", "eval", "lfw-view1", "--model", rel, "--out", report, "--write-calibration"])
     run([py, "-m", "eval", "lfw", "--model", rel, "--out", report])
     report = dst / "report"
@@ -92,22 +131,21 @@ def main() -> int:
     summary = json.loads((run_dir / "summary.json").read_text())
     recipe = REPO / args.recipe
     config = state["config"]
-    teacher = None
-    if (config.get("distill") or {}).get("teacher"):
-        k = config["distill"]
-        teacher = TEACHERS.get(str(k["teacher"]), {"name": str(k["teacher"])}) | {
-            "views": k["views"], "loss": {"cosine": k["cosine"], "relational": k["relational"], "raw": k.get("raw", 0.0),
-                                           "margin": k["margin"]}}
+    distillation = teachers_section(config.get("distill") or {})
     manifest = {
         "model": "model.pt",
         "model_sha256": sha256(dst / "model.pt"),
         "model_bytes": (dst / "model.pt").stat().st_size,
+        "onnx": "model.onnx",
+        "onnx_bytes": (dst / "model.onnx").stat().st_size,
         "backbone": state["backbone"],
         "template": state["input"]["template"],
         "recipe": args.recipe,
         "recipe_file_sha256": sha256(recipe) if recipe.is_file() else None,
         "recipe_sha256": recipe_hash(config),
-        "teacher": teacher,
+        "distillation": distillation,
+        "weights_terms": weights_terms(distillation["teachers"] if distillation else []),
+        "teacher_data": TEACHER_DATA if distillation else None,
         "training": {k: summary.get(k) for k in ("steps", "seconds", "images_per_s")} | {
             "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} cores",
             "data": config["data"]["sources"], "data_origins": config["data"].get("origins") or {}},

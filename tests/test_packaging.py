@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.metadata as md
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tomllib
@@ -30,21 +29,10 @@ def wheel(tmp_path_factory) -> Path:
     """``pip wheel --no-deps .``, built offline from a copy of the checkout's sources (every
     top-level folder that could pass for a package), so the build leaves no build/ or egg-info
     behind in the checkout."""
-    tmp = tmp_path_factory.mktemp("wheel")
-    src = tmp / "src"
-    src.mkdir()
-    for name in ("pyproject.toml", "setup.py", "README.md"):
-        shutil.copy(REPO / name, src / name)
-    candidates = [p.name for p in REPO.iterdir() if p.is_dir() and (p / "__init__.py").is_file()]
-    assert {"faceverify", "models", "train", "eval", "serve", "data_prep", "bench"} <= set(candidates)
-    for name in candidates:
-        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "RESULTS.*"))
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                            "--disable-pip-version-check", "-q", "-w", str(tmp / "dist"), str(src)],
-                           capture_output=True, text=True, timeout=600)
-    assert build.returncode == 0, build.stderr[-3000:]
-    (built,) = (tmp / "dist").glob("faceverify-*.whl")
-    return built
+    from bench.base_install import build_wheel, source_packages
+
+    assert {"faceverify", "models", "train", "eval", "serve", "data_prep", "bench"} <= set(source_packages())
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 def test_wheel_holds_the_package_and_the_shipped_models_only(wheel):
