@@ -83,7 +83,7 @@ def test_checkout_entry_points_are_the_library_mains():
     import train.__main__
     from faceverify import prep_cli
     from faceverify.commands import eval as eval_cli
-    from faceverify.service import cli as serve_cli
+    from faceverify.commands import serve as serve_cli
     from faceverify.training import cli as train_cli
 
     assert train.__main__.main is train_cli.main

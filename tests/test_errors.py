@@ -129,7 +129,7 @@ def test_exit_status_table():
 
 def test_commands_follow_the_exit_status_table(tmp_path, capsys):
     """Through the ``faceverify`` command's dispatch: a missing model is a usage error for every
-    command, and the message names the path; a refused image is EXIT_REFUSED (tests/test_service_cli.py)."""
+    command, and the message names the path; a refused image is EXIT_REFUSED (tests/test_verify_and_serve_commands.py)."""
     from faceverify import cli
     from faceverify.commands.export import main as export_main
 
