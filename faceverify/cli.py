@@ -9,8 +9,8 @@ import sys
 # installed faceverify needs no top-level modules (python -m train/eval/serve/data_prep from a
 # checkout run the same mains).
 SUBCOMMANDS = {
-    "prep": ("faceverify.prep_cli", "align a folder-per-identity dataset into a packed training set"),
-    "train": ("faceverify.training.cli", "train an identity model from a YAML recipe (torchrun for many processes)"),
+    "prep": ("faceverify.commands.prep", "align a folder-per-identity dataset into a packed training set"),
+    "train": ("faceverify.commands.train", "train an identity model from a YAML recipe (torchrun for many processes)"),
     "eval": ("faceverify.commands.eval", "evaluate a model: LFW 10-fold protocol or MegaFace-style identification"),
     "export": ("faceverify.commands.export", "export a model to ONNX or TorchScript"),
     "export-mtcnn": ("faceverify.export_mtcnn", "export MTCNN's P/R/O-nets to ONNX (the torch-free detector, models/mtcnn)"),

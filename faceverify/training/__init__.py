@@ -1,7 +1,7 @@
 """Training: the one loop and its parts.
 
-* ``loop``: ``train(cfg, out, resume=False)``, the training run (``faceverify train``, the bench, the tests)
-* ``cli``: the ``faceverify train`` command line (``python -m train`` from the repository root)
+* ``loop``: ``train(cfg, out, resume=False)``, the training run (``faceverify train``: faceverify/commands/train.py;
+  the bench, the tests)
 * ``schedules``: ``LambdaSchedule`` (A-Softmax lambda annealing), ``WarmupLR`` (multistep/cosine/poly + warm-up)
 * ``data``: ``AugmentedFaces`` (random 112x96 windows of the padded crops + flips), ``ResumableSampler``
 * ``datasets``: ``open_training_set`` (a packed set, or identity folders prepared on the fly into a cache)
