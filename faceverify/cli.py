@@ -13,7 +13,7 @@ SUBCOMMANDS = {
     "train": ("faceverify.commands.train", "train an identity model from a YAML recipe (torchrun for many processes)"),
     "eval": ("faceverify.commands.eval", "evaluate a model: LFW 10-fold protocol or MegaFace-style identification"),
     "export": ("faceverify.commands.export", "export a model to ONNX or TorchScript"),
-    "export-mtcnn": ("faceverify.export_mtcnn", "export MTCNN's P/R/O-nets to ONNX (the torch-free detector, models/mtcnn)"),
+    "export-mtcnn": ("faceverify.commands.export_mtcnn", "export MTCNN's P/R/O-nets to ONNX (the torch-free detector, models/mtcnn)"),
     "serve": ("faceverify.commands.serve", "run the REST service (verify, embed, gallery enroll/identify)"),
     "gallery": ("faceverify.commands.gallery", "offline gallery tools (fit-pca: the index's PCA projection)"),
     "verify": ("faceverify.commands.verify", "verify two photos from the command line; prints one JSON object"),

@@ -145,6 +145,8 @@ def test_commands_follow_the_exit_status_table(tmp_path, capsys):
         "train": (str(tmp_path / "no_recipe.yaml"),
                   lambda: cli.main(["train", "--config", str(tmp_path / "no_recipe.yaml"), "--out", str(tmp_path / "run")])),
         "prep": (str(tmp_path / "no_source"), lambda: cli.main(["prep", str(tmp_path / "no_source"), str(tmp_path / "packed")])),
+        "gallery fit-pca": (missing, lambda: cli.main(["gallery", "fit-pca", str(tmp_path), "--model", missing,
+                                                        "--out", str(tmp_path / "pca.npz")])),
     }
     for name, (path, run) in runs.items():
         status = run()
