@@ -22,7 +22,7 @@ from .errors import ConfigError, DataNotFoundError, FaceverifyError, NoFaceError
 from .image import IMAGE_SUFFIXES, load_image
 from .landmarks import check_landmark_scale, read_landmark_file
 from .packed import FORMAT, read_shard_meta, shard_done, write_json_atomic, write_shard
-from .pipeline import FaceAligner
+from .face_aligner import FaceAligner
 
 # CASIA-WebFace identities that are LFW people, removed by SphereFace (train/code/get_list.m).
 CASIA_LFW_OVERLAP = ("0166921", "1056413", "1193098")

@@ -33,7 +33,7 @@ from faceverify.gallery import PCAProjection, validate_identifier
 from faceverify.image import load_image
 from faceverify.landmarks import read_landmark_file
 from faceverify.paths import REPO_ROOT
-from faceverify.pipeline import FaceAligner
+from faceverify.face_aligner import FaceAligner
 
 ERROR_CLASSES = {name for name, obj in vars(errors).items() if isinstance(obj, type) and issubclass(obj, FaceverifyError)}
 
