@@ -9,12 +9,12 @@ import sys
 # installed faceverify needs no top-level modules (python -m train/eval/serve/data_prep from a
 # checkout run the same mains).
 SUBCOMMANDS = {
-    "prep": ("faceverify.prep_cli", "align a folder-per-identity dataset into a packed training set"),
-    "train": ("faceverify.training.cli", "train an identity model from a YAML recipe (torchrun for many processes)"),
+    "prep": ("faceverify.commands.prep", "align a folder-per-identity dataset into a packed training set"),
+    "train": ("faceverify.commands.train", "train an identity model from a YAML recipe (torchrun for many processes)"),
     "eval": ("faceverify.commands.eval", "evaluate a model: LFW 10-fold protocol or MegaFace-style identification"),
     "export": ("faceverify.commands.export", "export a model to ONNX or TorchScript"),
-    "export-mtcnn": ("faceverify.export_mtcnn", "export MTCNN's P/R/O-nets to ONNX (the torch-free detector, models/mtcnn)"),
-    "serve": ("faceverify.service.cli", "run the REST service (verify, embed, gallery enroll/identify)"),
+    "export-mtcnn": ("faceverify.commands.export_mtcnn", "export MTCNN's P/R/O-nets to ONNX (the torch-free detector, models/mtcnn)"),
+    "serve": ("faceverify.commands.serve", "run the REST service (verify, embed, gallery enroll/identify)"),
     "gallery": ("faceverify.commands.gallery", "offline gallery tools (fit-pca: the index's PCA projection)"),
     "verify": ("faceverify.commands.verify", "verify two photos from the command line; prints one JSON object"),
 }

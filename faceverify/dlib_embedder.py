@@ -30,7 +30,7 @@ from .align import similarity_transform
 from .detect import Face, select_face
 from .embedder import EmbedBatch, check_flip
 from .errors import ConfigError, NoFaceError
-from .pipeline import AlignedFace, FaceAligner
+from .face_aligner import AlignedFace, FaceAligner
 
 # Median dlib HOG box (x1, y1, x2, y2) / image size over 598 LFW View 1 (pairsDevTrain) images
 # (150x150); used when HOG finds no face. Measured with HOG upsample 1, centre-closest face, by

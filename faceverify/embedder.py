@@ -11,7 +11,7 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from .errors import ConfigError, InvalidInputError
-from .pipeline import AlignedFace, FaceAligner
+from .face_aligner import AlignedFace, FaceAligner
 
 FLIP_MODES = ("none", "sum", "concat")
 

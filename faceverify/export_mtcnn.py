@@ -2,21 +2,19 @@
 (``faceverify.mtcnn_onnx``). Batch dynamic everywhere; P-net also dynamic in height and width (it
 runs on every level of the image pyramid). Needs the ``[train]`` extra (torch, facenet-pytorch, onnx).
 
-    faceverify export-mtcnn [--out models/mtcnn] [--opset 18]
+    faceverify export-mtcnn [--out models/mtcnn] [--opset 18]     (faceverify/commands/export_mtcnn.py)
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, FaceverifyError, exit_status
+from .errors import ConfigError
 from .mtcnn_onnx import NET_FILES
-from .paths import MTCNN_DIR, display_path
+from .paths import MTCNN_DIR
 
 # name -> (example input shape, outputs, dynamic dimensions of the input)
 NETS = {
@@ -72,21 +70,3 @@ def export_mtcnn(out: str | Path = MTCNN_DIR, opset: int = 18) -> list[Path]:
         written.append(path)
     return written
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="faceverify export-mtcnn", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=str(MTCNN_DIR), help="output directory (default: models/mtcnn)")
-    parser.add_argument("--opset", type=int, default=18)
-    args = parser.parse_args(argv)
-    try:
-        paths = export_mtcnn(args.out, args.opset)
-    except FaceverifyError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return exit_status(exc)
-    for path in paths:
-        print(f"wrote {display_path(path)} ({path.stat().st_size:,} bytes)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,7 +17,7 @@ from .embedder import EmbedBatch, Embedder, check_flip
 from .errors import CheckpointError, ConfigError
 from .models import ModelRef, file_digest, resolve_model
 from .paths import display_path
-from .pipeline import FaceAligner
+from .face_aligner import FaceAligner
 
 
 class _CropEmbedder:

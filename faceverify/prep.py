@@ -20,8 +20,9 @@ from .align import template_points
 from .detect import FaceDetector
 from .errors import ConfigError, DataNotFoundError, FaceverifyError, NoFaceError
 from .image import IMAGE_SUFFIXES, load_image
+from .landmarks import check_landmark_scale, read_landmark_file
 from .packed import FORMAT, read_shard_meta, shard_done, write_json_atomic, write_shard
-from .pipeline import FaceAligner
+from .face_aligner import FaceAligner
 
 # CASIA-WebFace identities that are LFW people, removed by SphereFace (train/code/get_list.m).
 CASIA_LFW_OVERLAP = ("0166921", "1056413", "1193098")
@@ -214,6 +215,23 @@ def prepare_dataset(
     bar.close()
     elapsed = time.perf_counter() - start
     return finalize(dst, len(chunks), options, excluded, processed, elapsed, workers)
+
+
+def prepare_from_files(src: str | os.PathLike | list, dst: str | os.PathLike, exclude_files: list = (),
+                       casia_exclusions: bool = True, landmark_file: str | None = None,
+                       compare_landmark_file: str | None = None, landmark_scale: float = 1.0, **options) -> dict:
+    """``prepare_dataset`` with its exclusions and landmark tables read from files (``faceverify prep``).
+    A landmark table is checked on a few photos of each source first, so that a wrong
+    ``landmark_scale`` fails in seconds rather than after hours of work."""
+    exclude = set(CASIA_LFW_OVERLAP) if casia_exclusions else set()
+    for path in exclude_files:
+        exclude |= read_exclusion_file(path)
+    landmarks, compare = (read_landmark_file(f, landmark_scale) if f else None for f in (landmark_file, compare_landmark_file))
+    for table in (landmarks, compare):
+        if table:
+            for source in (src if isinstance(src, (list, tuple)) else [src]):
+                check_landmark_scale(table, source, FaceDetector(), landmark_scale)
+    return prepare_dataset(src, dst, landmarks=landmarks, compare_landmarks=compare, exclude=exclude, **options)
 
 
 def finalize(dst: Path, n_chunks: int, options: PrepOptions, excluded: list[str], processed: int, elapsed: float, workers: int) -> dict:

@@ -21,7 +21,7 @@ from .errors import FaceverifyError, UnsupportedImageError
 from .image import DEFAULT_MAX_PIXELS, load_image
 from .loaders import load_embedder
 from .models import ModelRef, model_id, resolve_model
-from .pipeline import AlignedFace, FaceAligner
+from .face_aligner import AlignedFace, FaceAligner
 
 
 @dataclass

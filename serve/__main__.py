@@ -1,9 +1,9 @@
 """``python -m serve`` from the repository root: the same command as ``faceverify serve``
-(faceverify/service/cli.py)."""
+(faceverify/commands/serve.py)."""
 
 import sys
 
-from faceverify.service.cli import main
+from faceverify.commands.serve import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,7 +8,7 @@ import pytest
 from faceverify.align import ARCFACE_112x112, SPHEREFACE_112x96, TEMPLATES, align_face, similarity_transform, template_points
 from faceverify.image import load_image
 from faceverify.landmarks import LFW_250_TO_150, check_landmark_scale, read_landmark_file
-from faceverify.pipeline import FaceAligner
+from faceverify.face_aligner import FaceAligner
 
 FRONTAL = ["Aaron_Eckhart/Aaron_Eckhart_0001.jpg", "George_W_Bush/George_W_Bush_0010.jpg", "Colin_Powell/Colin_Powell_0001.jpg"]
 

@@ -81,15 +81,15 @@ def test_checkout_entry_points_are_the_library_mains():
     import eval.__main__
     import serve.__main__
     import train.__main__
-    from faceverify import prep_cli
-    from faceverify.commands import eval as eval_cli
-    from faceverify.service import cli as serve_cli
-    from faceverify.training import cli as train_cli
+    from faceverify.commands import eval as eval_command
+    from faceverify.commands import prep as prep_command
+    from faceverify.commands import serve as serve_command
+    from faceverify.commands import train as train_command
 
-    assert train.__main__.main is train_cli.main
-    assert eval.__main__.main is eval_cli.main
-    assert serve.__main__.main is serve_cli.main
-    assert data_prep.__main__.main is prep_cli.main
+    assert train.__main__.main is train_command.main
+    assert eval.__main__.main is eval_command.main
+    assert serve.__main__.main is serve_command.main
+    assert data_prep.__main__.main is prep_command.main
     # thin: an import and the call, nothing else
     for folder in ("train", "eval", "serve", "data_prep"):
         code = [line for line in (REPO / folder / "__main__.py").read_text().splitlines() if line.strip()]

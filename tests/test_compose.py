@@ -17,7 +17,7 @@ import yaml
 
 from faceverify.paths import REPO_ROOT
 from faceverify.gallery import is_postgres_url
-from faceverify.service.cli import build_parser
+from faceverify.commands.serve import build_parser
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"

@@ -19,7 +19,7 @@ from faceverify.loaders import load_embedder
 from faceverify.errors import ConfigError, DataNotFoundError
 from faceverify.packed import PackedFaces
 from faceverify.prep import prepare_dataset
-from faceverify.training.cli import main as train_main
+from faceverify.commands.train import main as train_main
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "train" / "configs" / "smoke.yaml"

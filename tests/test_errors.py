@@ -33,7 +33,7 @@ from faceverify.gallery import PCAProjection, validate_identifier
 from faceverify.image import load_image
 from faceverify.landmarks import read_landmark_file
 from faceverify.paths import REPO_ROOT
-from faceverify.pipeline import FaceAligner
+from faceverify.face_aligner import FaceAligner
 
 ERROR_CLASSES = {name for name, obj in vars(errors).items() if isinstance(obj, type) and issubclass(obj, FaceverifyError)}
 
@@ -128,26 +128,35 @@ def test_exit_status_table():
 
 
 def test_commands_follow_the_exit_status_table(tmp_path, capsys):
-    """Through the ``faceverify`` command's dispatch: a missing model is a usage error for every
-    command, and the message names the path; a refused image is EXIT_REFUSED (tests/test_service_cli.py)."""
+    """Through the ``faceverify`` command's dispatch: a missing model (or recipe, or source folder)
+    is a usage error for every command, and the one message, ``faceverify <command>: ...`` on stderr,
+    names the path; a refused image is EXIT_REFUSED (tests/test_verify_and_serve_commands.py)."""
     from faceverify import cli
     from faceverify.commands.export import main as export_main
 
     missing = str(tmp_path / "no_such_model.pt")
     export_argv = [missing, str(tmp_path / "out.onnx")]
     runs = {
-        "verify": lambda: cli.main(["verify", "a.jpg", "b.jpg", "--model", missing]),
-        "eval": lambda: cli.main(["eval", "lfw", "--model", missing, "--out", str(tmp_path)]),
+        "verify": (missing, lambda: cli.main(["verify", "a.jpg", "b.jpg", "--model", missing])),
+        "eval": (missing, lambda: cli.main(["eval", "lfw", "--model", missing, "--out", str(tmp_path)])),
         # `faceverify export` once the one CLI has it, else its module's main
-        "export": lambda: cli.main(["export", *export_argv]) if "export" in cli.SUBCOMMANDS else export_main(export_argv),
+        "export": (missing, lambda: cli.main(["export", *export_argv]) if "export" in cli.SUBCOMMANDS else export_main(export_argv)),
+        "serve": (missing, lambda: cli.main(["serve", "--model", missing, "--gallery", str(tmp_path / "g"), "--port", "1"])),
+        "train": (str(tmp_path / "no_recipe.yaml"),
+                  lambda: cli.main(["train", "--config", str(tmp_path / "no_recipe.yaml"), "--out", str(tmp_path / "run")])),
+        "prep": (str(tmp_path / "no_source"), lambda: cli.main(["prep", str(tmp_path / "no_source"), str(tmp_path / "packed")])),
+        "gallery fit-pca": (missing, lambda: cli.main(["gallery", "fit-pca", str(tmp_path), "--model", missing,
+                                                        "--out", str(tmp_path / "pca.npz")])),
     }
-    for name, run in runs.items():
+    for name, (path, run) in runs.items():
         status = run()
         out = capsys.readouterr()
         assert status == EXIT_USAGE, (name, out)
-        assert f"{missing} does not exist" in out.out + out.err, name
+        assert f"{path} does not exist" in out.out + out.err, name
         if name == "verify":  # one JSON object, with the typed error's code
             assert json.loads(out.out)["error"]["code"] == "bad_checkpoint"
+        else:
+            assert out.err.startswith(f"faceverify {name}: ") and out.err.count("\n") == 1, (name, out.err)
     assert cli.main(["nonsense"]) == EXIT_USAGE
     with pytest.raises(SystemExit) as usage:  # argparse's own usage error
         cli.main(["verify", "a.jpg"])

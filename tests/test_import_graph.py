@@ -1,9 +1,11 @@
 """Every import arrow between faceverify's modules points one way: no circle, counting the imports
-inside functions too (a lazy import defers a circle, it does not remove it)."""
+inside functions too (a lazy import defers a circle, it does not remove it), and never up the
+layers of docs/architecture.md."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,3 +108,39 @@ def test_the_model_resolver_imports_no_loader():
     source = (REPO / "faceverify" / "models.py").read_text()
     for heavy in ("torch", "cv2", "dlib", "onnxruntime"):
         assert f"import {heavy}" not in source, heavy
+
+
+def documented_layers(text: str) -> dict[str, int]:
+    """docs/architecture.md's layer table: top-level module or package of faceverify -> its layer."""
+    table = text.split("## Layers", 1)[1].split("\n## ", 1)[0]
+    layers = {}
+    for number, modules in re.findall(r"^\| (\d) [^|]*\| ([^|]*) \|", table, re.M):
+        for name in re.findall(r"`([\w/]+)`", modules):
+            layers[name.rstrip("/")] = int(number)
+    return layers
+
+
+def top_level(module: str) -> str:
+    """faceverify.gallery.core -> gallery; the package itself -> __init__."""
+    return module.split(".")[1] if "." in module else "__init__"
+
+
+def upward_imports(graph: dict[str, set[str]], layers: dict[str, int]) -> list[str]:
+    return sorted(f"{m} -> {t}" for m, targets in graph.items() for t in targets if layers[top_level(t)] > layers[top_level(m)])
+
+
+def test_the_checker_finds_an_import_up_the_layers():
+    graph = {"faceverify.align": {"faceverify.errors"}, "faceverify.errors": {"faceverify.verify"}, "faceverify.verify": set()}
+    assert upward_imports(graph, {"errors": 0, "align": 1, "verify": 4}) == ["faceverify.errors -> faceverify.verify"]
+
+
+def test_imports_point_down_the_documented_layers():
+    """Every module is in a layer of docs/architecture.md, and imports nothing from a layer above."""
+    layers = documented_layers((REPO / "docs" / "architecture.md").read_text())
+    graph = import_graph()
+    assert set(layers.values()) == set(range(6)) and len(layers) > 30
+    unplaced = sorted({top_level(m) for m in graph} - set(layers))
+    assert not unplaced, f"{unplaced}: give each its layer in docs/architecture.md"
+    stale = sorted(set(layers) - {top_level(m) for m in graph})
+    assert not stale, f"{stale}: in the layer table, but no such module"
+    assert not upward_imports(graph, layers)

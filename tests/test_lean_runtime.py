@@ -23,7 +23,7 @@ def run_without_torch(code: str) -> subprocess.CompletedProcess:
 
 
 def test_the_verify_serve_and_gallery_paths_import_without_torch():
-    proc = run_without_torch("import faceverify.verify, faceverify.service.app, faceverify.service.cli, faceverify.gallery, "
+    proc = run_without_torch("import faceverify.verify, faceverify.service.app, faceverify.commands.serve, faceverify.gallery, "
                              "faceverify.detect, faceverify.mtcnn_onnx, faceverify.embedder, faceverify.evaluation.lfw\n"
                              "print('ok')")
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]

@@ -40,8 +40,8 @@ def test_wheel_holds_the_package_and_the_shipped_models_only(wheel):
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"faceverify", "faceverify_models"}, top
     # the library's commands, the demo page and the one console script are in it
-    for module in ("faceverify/cli.py", "faceverify/training/loop.py", "faceverify/training/cli.py", "faceverify/commands/eval.py",
-                   "faceverify/service/cli.py", "faceverify/prep_cli.py", "faceverify/static/index.html"):
+    for module in ("faceverify/cli.py", "faceverify/training/loop.py", "faceverify/commands/train.py", "faceverify/commands/eval.py",
+                   "faceverify/commands/serve.py", "faceverify/commands/prep.py", "faceverify/static/index.html"):
         assert module in names, module
     assert not [n for n in names if "pg_cluster" in n or n.endswith((".orig", ".rej", ".bak"))]  # test-only code stays out
     # the default model travels with the install: what it needs to run, not its training record

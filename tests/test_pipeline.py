@@ -18,7 +18,7 @@ from faceverify.errors import NoFaceError
 from faceverify.image import load_image
 from faceverify.packed import PackedFaces, read_shard_meta
 from faceverify.paths import DEFAULT_MODEL_DIR
-from faceverify.pipeline import DETECT_MAX_SIDE, FaceAligner
+from faceverify.face_aligner import DETECT_MAX_SIDE, FaceAligner
 from faceverify.prep import prepare_dataset
 from faceverify.transforms import crops_to_tensor
 from faceverify.verify import Verifier

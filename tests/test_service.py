@@ -373,7 +373,7 @@ def test_server_keeps_serving_after_the_corpus(client, server):
 @pytest.fixture(scope="module")
 def pca_file(served_model, tmp_path_factory):
     """A PCA projection fitted on photos of training identities (PINS, no LFW people)."""
-    from faceverify.fit_pca import fit_pca_main
+    from faceverify.commands.gallery import fit_pca_main
     from faceverify.paths import train_root
 
     out = tmp_path_factory.mktemp("pca") / "pca.npz"

@@ -66,7 +66,7 @@ def test_a_named_teacher_embeds_as_its_card_says(name, lfw_images, detector):
     """The embedder's crop and normalisation equal the card's recipe applied by hand."""
     import onnxruntime as ort
 
-    from faceverify.pipeline import FaceAligner
+    from faceverify.face_aligner import FaceAligner
 
     ref = teacher_or_skip(name)
     embedder = load_embedder(name)
@@ -98,7 +98,7 @@ def test_a_named_teacher_gives_the_right_verdicts_with_its_view1_calibration(nam
 
 def test_a_users_own_onnx_file_with_a_card_is_a_model(tmp_path, lfw_images, detector):
     """A folder holding model.onnx (here a tiny network exported by the test) and a card's input."""
-    from faceverify.pipeline import FaceAligner
+    from faceverify.face_aligner import FaceAligner
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 8, 8), torch.nn.Flatten(), torch.nn.Linear(8 * 14 * 14, 16)).eval()
     folder = tmp_path / "mine"

@@ -25,10 +25,10 @@ from faceverify.checkpoint import FORMAT, load_backbone, load_checkpoint
 from faceverify.errors import CheckpointError, ConfigError
 from faceverify.packed import PackedFaces
 from faceverify.training.config import load_config
-from faceverify.training.data import AugmentedFaces, ResumableSampler
+from faceverify.training.augment import AugmentedFaces, ResumableSampler
 from faceverify.training.datasets import open_training_set
 from faceverify.training.schedules import LambdaSchedule, WarmupLR
-from faceverify.training.cli import main as train_main
+from faceverify.commands.train import main as train_main
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "train" / "configs" / "smoke.yaml"

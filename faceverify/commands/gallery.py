@@ -1,9 +1,44 @@
 """``faceverify gallery fit-pca IMAGES --model M --components N --out pca.npz``: offline gallery
 tools. A command above the gallery library (which never imports it), so it may import the model."""
 
+import argparse
+import json
 import sys
 
-from ..fit_pca import fit_pca_main
+from . import run
+
+
+def fit_pca_main(argv: list[str] | None = None) -> int:
+    """``faceverify gallery fit-pca IMAGES --model M --components 128 --out pca.npz``:
+    embed photos of *training* identities (not the gallery's people) with the served model and fit
+    the projection ``faceverify serve --pca`` uses."""
+    p = argparse.ArgumentParser(prog="faceverify gallery fit-pca", description=fit_pca_main.__doc__)
+    p.add_argument("images", help="a folder of photos, searched recursively (e.g. a training set)")
+    p.add_argument("--model", default=None, help="the model the service serves (default: models/default)")
+    p.add_argument("--components", type=int, default=128)
+    p.add_argument("--limit", type=int, default=5000, help="at most this many photos")
+    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--torch-threads", type=int, default=None, help="torch intra-op threads while embedding")
+    args = p.parse_args(argv)
+    return run("gallery fit-pca", lambda: fit_pca(args))
+
+
+def fit_pca(args: argparse.Namespace) -> None:
+    import torch
+
+    from ..fit_pca import fit_pca as fit
+
+    previous_threads = torch.get_num_threads()
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    try:
+        pca, faces, skipped = fit(args.images, args.model, args.components, args.limit)
+    finally:
+        torch.set_num_threads(previous_threads)
+    pca.save(args.out)
+    print(json.dumps({"out": args.out, "faces": faces, "skipped": skipped, "in_dim": pca.in_dim,
+                      "out_dim": pca.out_dim, "explained_variance": round(pca.explained_variance or 0.0, 4)}))
+
 
 # gallery subcommand -> (main(argv), one-line help)
 COMMANDS = {"fit-pca": (fit_pca_main, "fit the optional PCA projection of the index (faceverify serve --pca)")}

@@ -22,7 +22,7 @@ from ..errors import FaceverifyError, InvalidInputError
 from ..image import load_image
 from ..models import SPEC_HELP
 from ..paths import DEFAULT_MODEL_DIR
-from ..pipeline import FaceAligner
+from ..face_aligner import FaceAligner
 from ..threads import apply_threads, latency_threads
 from ..verify import Verifier
 from . import run

@@ -21,7 +21,7 @@ from ..detect import CachedDetector
 from ..embedder import Embedder, combine_flip
 from ..image import load_image
 from ..paths import cache_root
-from ..pipeline import FaceAligner
+from ..face_aligner import FaceAligner
 
 CACHE_FORMAT = "faceverify-features/1"
 

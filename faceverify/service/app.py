@@ -1,4 +1,5 @@
-"""The app factory: ``create_app(settings)`` -> a FastAPI app serving one model and one gallery."""
+"""The app factory: ``create_app(settings)`` -> a FastAPI app serving one model and one gallery;
+``serve(settings)`` runs it on uvicorn (``faceverify serve``)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from .routes import faces as faces_routes
 from .routes import gallery as gallery_routes
 from .routes import system as system_routes
 from .settings import Settings
-from .state import Service
+from .state import Service, open_model_and_gallery
 
 log = logging.getLogger("faceverify.service")
 
@@ -89,3 +90,14 @@ def create_app(settings: Settings | None = None, *, verifier: Verifier | None = 
     app.add_middleware(HeadMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+def serve(settings: Settings) -> None:
+    """Load the model and open the gallery (a bad model or gallery raises here, before the port is
+    bound), then serve on ``settings.host:settings.port`` until stopped."""
+    import uvicorn
+
+    verifier, gallery = open_model_and_gallery(settings)
+    app = create_app(settings, verifier=verifier, gallery=gallery)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, proxy_headers=False,
+                server_header=False, timeout_graceful_shutdown=10)

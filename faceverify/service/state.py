@@ -31,6 +31,18 @@ def open_gallery(settings: Settings, verifier: Verifier) -> Gallery:
                    nprobe=settings.nprobe, pca=pca)
 
 
+def open_model_and_gallery(settings: Settings, verifier: Verifier | None = None,
+                           gallery: Gallery | None = None) -> tuple[Verifier, Gallery]:
+    """Load the model and open the gallery, unless given; the model's threads are set in between
+    (torch is only there, after the load, if its runtime was chosen)."""
+    verifier = verifier or load_verifier(settings)
+    if settings.torch_threads:
+        from ..threads import apply_threads
+
+        apply_threads(settings.torch_threads)
+    return verifier, gallery or open_gallery(settings, verifier)
+
+
 @dataclass
 class Service:
     settings: Settings
@@ -44,12 +56,7 @@ class Service:
     def open(self, verifier: Verifier | None = None, gallery: Gallery | None = None) -> None:
         """Load the model once and open the gallery (or adopt the given ones)."""
         s = self.settings
-        self.verifier = verifier or load_verifier(s)
-        if s.torch_threads:  # after the model loads: torch is only there if its runtime was chosen
-            from ..threads import apply_threads
-
-            apply_threads(s.torch_threads)
-        self.gallery = gallery or open_gallery(s, self.verifier)
+        self.verifier, self.gallery = open_model_and_gallery(s, verifier, gallery)
         self.queue = InferenceQueue(self.verifier, self.metrics, s.max_batch, s.batch_wait_ms, s.max_queue)
         self.queue.start()
         self.metrics.ready.set(1)

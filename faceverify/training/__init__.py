@@ -1,17 +1,21 @@
 """Training: the one loop and its parts.
 
-* ``loop``: ``train(cfg, out, resume=False)``, the training run (``faceverify train``, the bench, the tests)
-* ``cli``: the ``faceverify train`` command line (``python -m train`` from the repository root)
+* ``loop``: ``train(cfg, out, resume=False)``, the training run (``faceverify train``: faceverify/commands/train.py;
+  the bench, the tests)
 * ``schedules``: ``LambdaSchedule`` (A-Softmax lambda annealing), ``WarmupLR`` (multistep/cosine/poly + warm-up)
-* ``data``: ``AugmentedFaces`` (random 112x96 windows of the padded crops + flips), ``ResumableSampler``
-* ``datasets``: ``open_training_set`` (a packed set, or identity folders prepared on the fly into a cache)
+* ``augment``: ``AugmentedFaces`` (random 112x96 windows of the padded crops + flips), ``ResumableSampler`` (the
+  ``(index, epoch)`` keys those random choices are drawn from, resumable part-way through an epoch)
+* ``datasets``: ``open_training_set`` (the recipe's packed set: found, or its identity folders prepared on the fly
+  into a cache)
+* ``run_data``: ``open_run_data`` (the dataset a step reads: augmented crops, or distillation's views and teacher
+  targets), ``build_distill_loss``
 * ``config``: YAML recipes with defaults and ``--set`` overrides
 * ``dist``: torchrun / DDP helpers (gloo on CPU, NCCL on GPU)
 * ``logger``: ``metrics.csv`` (step,loss,accuracy,lr,lambda), TensorBoard, ``training_curve.png``
 * ``validate``: ``LfwView1Validator`` (LFW View 1 pairsDevTest, never View 2)
 """
 
-from .data import AugmentedFaces, ResumableSampler
+from .augment import AugmentedFaces, ResumableSampler
 from .schedules import LambdaSchedule, WarmupLR
 
 __all__ = ["AugmentedFaces", "LambdaSchedule", "ResumableSampler", "WarmupLR"]

@@ -37,7 +37,7 @@ from ..losses import MarginLoss, build_head
 from ..models import resolve_model
 from . import dist as fdist
 from .config import recipe_hash, template_size
-from .data import ResumableSampler
+from .augment import ResumableSampler
 from .logger import MetricsLogger
 from .run_data import build_distill_loss, log_columns, open_run_data
 from .schedules import LambdaSchedule, WarmupLR

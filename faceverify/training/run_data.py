@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from ..errors import ConfigError
 from . import dist as fdist
 from .config import template_size
-from .data import AugmentedFaces
+from .augment import AugmentedFaces
 from .datasets import open_training_set
 from .distill import (DistillFaces, DistillLoss, MultiTeacherLoss, StudentCrops, TeacherTargets, centred_targets,
                       select_training_faces, unit_targets)

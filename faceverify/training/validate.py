@@ -23,7 +23,7 @@ from ..evaluation import metrics
 from ..evaluation.lfw import cosine_scores, read_pairs
 from ..image import load_image
 from ..paths import lfw_root
-from ..pipeline import FaceAligner
+from ..face_aligner import FaceAligner
 from ..transforms import crops_to_tensor
 from .datasets import recipe_cache_root
 

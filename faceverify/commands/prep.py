@@ -1,19 +1,18 @@
-"""faceverify prep SRC [SRC ...] DST: identity folders -> packed aligned training set."""
+"""``faceverify prep SRC [SRC ...] DST``: identity folders -> packed aligned training set
+(``faceverify.prep.prepare_from_files``); prints the run's summary as JSON."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from faceverify.errors import FaceverifyError, exit_status
-from faceverify.detect import DEFAULT_POLICY, SELECTION_POLICIES, FaceDetector
-from faceverify.landmarks import check_landmark_scale, read_landmark_file
-from faceverify.prep import CASIA_LFW_OVERLAP, prepare_dataset, read_exclusion_file
+from ..detect import DEFAULT_POLICY, SELECTION_POLICIES
+from ..prep import CASIA_LFW_OVERLAP, prepare_from_files
+from . import run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="faceverify prep", description=__doc__)
+    p = argparse.ArgumentParser(prog="faceverify prep", description="faceverify prep SRC [SRC ...] DST: identity folders -> packed aligned training set.")
     p.add_argument("src", nargs="+", help="identity folders (<identity>/<image>); several are merged, identities prefixed by folder name")
     p.add_argument("dst", help="output folder (re-run the same command to resume)")
     p.add_argument("--template", default="112x96", choices=["112x96", "112x112"])
@@ -35,27 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        exclude = set() if args.no_casia_exclusions else set(CASIA_LFW_OVERLAP)
-        for path in args.exclude:
-            exclude |= read_exclusion_file(path)
-        landmarks = read_landmark_file(args.landmarks, args.landmark_scale) if args.landmarks else None
-        compare = read_landmark_file(args.compare_landmarks, args.landmark_scale) if args.compare_landmarks else None
-        for table in (landmarks, compare):
-            if table:  # one early check against a wrong --landmark-scale, before hours of work
-                for src in args.src:
-                    check_landmark_scale(table, src, FaceDetector(), args.landmark_scale)
-        summary = prepare_dataset(
-            args.src, args.dst, template=args.template, pad=args.pad, workers=args.workers, landmarks=landmarks,
-            compare_landmarks=compare, exclude=exclude, min_score=args.min_score, policy=args.policy, chunk_size=args.chunk_size,
-            wide=args.wide,
-        )
-    except FaceverifyError as exc:
-        print(f"faceverify prep: {exc.message}", file=sys.stderr)
-        return exit_status(exc)
+    return run("prep", lambda: prep(args))
+
+
+def prep(args: argparse.Namespace) -> None:
+    summary = prepare_from_files(
+        args.src, args.dst, exclude_files=args.exclude, casia_exclusions=not args.no_casia_exclusions,
+        landmark_file=args.landmarks, compare_landmark_file=args.compare_landmarks, landmark_scale=args.landmark_scale,
+        template=args.template, pad=args.pad, workers=args.workers, min_score=args.min_score, policy=args.policy,
+        chunk_size=args.chunk_size, wide=args.wide,
+    )
     print(json.dumps({k: v for k, v in summary.items() if k != "identities_excluded"}, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

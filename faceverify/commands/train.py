@@ -10,32 +10,26 @@ The run itself is :func:`faceverify.training.loop.train`; this module only reads
 from __future__ import annotations
 
 import argparse
-import sys
 
-from ..errors import FaceverifyError, exit_status
-from .config import load_config
-from .loop import train
+from ..training.config import load_config
+from ..training.loop import train
+from . import run
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="faceverify train", description="Train an identity model from a YAML recipe.")
     parser.add_argument("--config", required=True, help="YAML recipe, e.g. train/configs/smoke.yaml")
     parser.add_argument("--out", required=True, help="run directory (checkpoints, metrics, model.pt)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt at its step")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe value, e.g. --set train.steps=100 (value parsed as YAML); repeatable")
-    return parser.parse_args(argv)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        train(load_config(args.config, args.overrides), args.out, resume=args.resume)
-    except FaceverifyError as exc:
-        print(f"faceverify train: error: {exc.message}", file=sys.stderr)
-        return exit_status(exc)
-    return 0
+    args = build_parser().parse_args(argv)
+    return run("train", lambda: train_run(args))
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def train_run(args: argparse.Namespace) -> None:
+    train(load_config(args.config, args.overrides), args.out, resume=args.resume)  # its summary is in OUT

@@ -1,5 +1,6 @@
-"""Image -> aligned face crop: detect -> select -> align, the one path used by data_prep, training
-validation, eval, serve and the verify CLI, so train and test crops always come out of the same code."""
+"""``FaceAligner``: image -> aligned face crop (detect -> select -> align), the one path used by
+prep, training validation, eval, serve and the verify CLI, so train and test crops always come out
+of the same code. The warp itself is ``faceverify.align``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Training data over a packed aligned set: augmentation and a resumable distributed sampler.
+"""What a training step reads from a packed aligned set: augmented crops (``AugmentedFaces``) and
+the resumable distributed sampler (``ResumableSampler``) that hands out their keys.
 
 Every random choice of an item is drawn from ``np.random.default_rng((seed, epoch, index))``, and
 the sampler hands ``(index, epoch)`` keys to the dataset, so the augmented batches depend only on
