@@ -64,7 +64,7 @@ def random_packed_set(root: Path, dcfg: dict, images: int, classes: int) -> Path
 
     from faceverify.align import DOWNSCALED, template_points
     from faceverify.packed import FORMAT, write_json_atomic, write_shard
-    from faceverify.training.datasets import prepared_template
+    from faceverify.training.training_set import prepared_template
 
     _, factor = DOWNSCALED.get(dcfg["template"], (dcfg["template"], 1))
     # an integer downscale is read from full-size crops, as prepared; otherwise the template itself is stored

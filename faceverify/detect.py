@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, InvalidInputError, MultipleFacesError, NoFaceError
+from .runtime import RUNTIMES
 
 SELECTION_POLICIES = ("largest_central", "largest", "central", "highest_score", "reject")
 DEFAULT_POLICY = "largest_central"
-RUNTIMES = ("auto", "onnx", "torch")
 # The pyramid's finest levels only find faces smaller than this fraction of the image's short side;
 # they are skipped (faceverify.mtcnn_onnx.pyramid_scales). A verification photo's face is larger: on
 # 662 LFW images (every 20th) the chosen face is the same to 0.5 px as with the full pyramid, and

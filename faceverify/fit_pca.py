@@ -14,13 +14,14 @@ from .image import IMAGE_SUFFIXES, load_image
 
 
 def fit_pca(images: str | Path, model: str | None = None, components: int = 128,
-            limit: int = 5000) -> tuple[PCAProjection, int, int]:
+            limit: int = 5000, threads: int | None = None) -> tuple[PCAProjection, int, int]:
     """Embed up to ``limit`` photos found under ``images`` (of *training* identities, not the
     gallery's people) with ``model`` and fit a ``components``-dimensional projection; returns the
-    projection, the faces embedded and the photos skipped (unreadable, or no usable face)."""
+    projection, the faces embedded and the photos skipped (unreadable, or no usable face).
+    ``threads``: intra-op threads of the model's runtime (onnxruntime on the base install)."""
     from .verify import Verifier
 
-    verifier = Verifier.from_model(model)
+    verifier = Verifier.from_model(model, threads=threads)
     paths = sorted(q for q in Path(images).rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)[:limit]
     vectors, skipped = [], 0
     for start in range(0, len(paths), 32):

@@ -30,7 +30,7 @@ from faceverify.evaluation.run import EvalOptions, features_for  # noqa: E402
 from faceverify.models import resolve_model  # noqa: E402
 from faceverify.paths import data_root  # noqa: E402
 from faceverify.training.config import load_config  # noqa: E402
-from faceverify.training.datasets import open_training_set  # noqa: E402
+from faceverify.training.training_set import open_training_set  # noqa: E402
 
 
 def unit(x: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ from faceverify.errors import CheckpointError, ConfigError
 from faceverify.packed import PackedFaces
 from faceverify.training.config import load_config
 from faceverify.training.augment import AugmentedFaces, ResumableSampler
-from faceverify.training.datasets import open_training_set
+from faceverify.training.training_set import open_training_set
 from faceverify.training.schedules import LambdaSchedule, WarmupLR
 from faceverify.commands.train import main as train_main
 

@@ -18,23 +18,16 @@ def fit_pca_main(argv: list[str] | None = None) -> int:
     p.add_argument("--components", type=int, default=128)
     p.add_argument("--limit", type=int, default=5000, help="at most this many photos")
     p.add_argument("--out", required=True, help="output .npz")
-    p.add_argument("--torch-threads", type=int, default=None, help="torch intra-op threads while embedding")
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads of the model's runtime while embedding (default: one per core)")
     args = p.parse_args(argv)
     return run("gallery fit-pca", lambda: fit_pca(args))
 
 
 def fit_pca(args: argparse.Namespace) -> None:
-    import torch
-
     from ..fit_pca import fit_pca as fit
 
-    previous_threads = torch.get_num_threads()
-    if args.torch_threads:
-        torch.set_num_threads(args.torch_threads)
-    try:
-        pca, faces, skipped = fit(args.images, args.model, args.components, args.limit)
-    finally:
-        torch.set_num_threads(previous_threads)
+    pca, faces, skipped = fit(args.images, args.model, args.components, args.limit, threads=args.threads)
     pca.save(args.out)
     print(json.dumps({"out": args.out, "faces": faces, "skipped": skipped, "in_dim": pca.in_dim,
                       "out_dim": pca.out_dim, "explained_variance": round(pca.explained_variance or 0.0, 4)}))

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ..calibration import DEFAULT_OPERATING_POINT, OPERATING_POINTS
-from ..detect import DEFAULT_POLICY, RUNTIMES, SELECTION_POLICIES
+from ..detect import DEFAULT_POLICY, SELECTION_POLICIES
+from ..runtime import RUNTIMES
 from ..embedder import FLIP_MODES
 from ..errors import FaceverifyError, InvalidInputError
 from ..image import load_image

@@ -5,7 +5,7 @@
 * ``schedules``: ``LambdaSchedule`` (A-Softmax lambda annealing), ``WarmupLR`` (multistep/cosine/poly + warm-up)
 * ``augment``: ``AugmentedFaces`` (random 112x96 windows of the padded crops + flips), ``ResumableSampler`` (the
   ``(index, epoch)`` keys those random choices are drawn from, resumable part-way through an epoch)
-* ``datasets``: ``open_training_set`` (the recipe's packed set: found, or its identity folders prepared on the fly
+* ``training_set``: ``open_training_set`` (the recipe's packed set: found, or its identity folders prepared on the fly
   into a cache)
 * ``run_data``: ``open_run_data`` (the dataset a step reads: augmented crops, or distillation's views and teacher
   targets), ``build_distill_loss``

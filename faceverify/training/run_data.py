@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from . import dist as fdist
 from .config import template_size
 from .augment import AugmentedFaces
-from .datasets import open_training_set
+from .training_set import open_training_set
 from .distill import (DistillFaces, DistillLoss, MultiTeacherLoss, StudentCrops, TeacherTargets, centred_targets,
                       select_training_faces, unit_targets)
 

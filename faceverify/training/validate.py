@@ -25,7 +25,7 @@ from ..image import load_image
 from ..paths import lfw_root
 from ..face_aligner import FaceAligner
 from ..transforms import crops_to_tensor
-from .datasets import recipe_cache_root
+from .training_set import recipe_cache_root
 
 DETECT_BATCH = 64  # images per MTCNN pass (LFW's are all one size, so a chunk is one pyramid)
 
