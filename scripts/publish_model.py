@@ -44,9 +44,9 @@ TEACHER_DATA = ("The teachers were trained on web-crawled photos of public figur
 def teacher_card(spec: str) -> dict:
     """What the model card says of one teacher: its own card's name, licence, source and weights."""
     if spec == "dlib":
-        return dict(DLIB)
+        return {"spec": spec, **DLIB}
     card = resolve_model(spec).manifest()
-    out = {"name": spec, "embedding_dim": card.get("embedding_dim")}
+    out = {"spec": spec, "name": spec, "embedding_dim": card.get("embedding_dim")}
     for key in ("description", "licence", "source", "trained_on", "published"):
         if card.get(key) is not None:
             out[key] = card[key]
@@ -64,6 +64,17 @@ def teachers_section(distill: dict) -> dict | None:
     return {"teachers": [teacher_card(str(s)) for s in specs], "views": distill["views"],
             "loss": {k: distill.get(k, 0.0) for k in ("raw", "cosine", "relational", "margin")}
             | {k: distill[k] for k in ("projection", "teacher_weights") if distill.get(k) is not None}}
+
+
+def card_backbone(backbone: dict, config: dict) -> dict:
+    """The backbone as the card states it: a graph rebuilt from an ONNX file (``onnx_graph``) is named
+    by its source and node count; its full description stays in model.pt."""
+    kwargs = dict(backbone.get("kwargs") or {})
+    graph = kwargs.pop("graph", None)
+    if graph is not None:
+        kwargs["graph"] = (f"{len(graph.get('nodes', []))} ONNX nodes of {config['model'].get('init_from') or 'an ONNX file'}"
+                           f" (input {graph.get('size')} resampled to {kwargs.get('input_size')}; the full graph is in model.pt)")
+    return {**backbone, "kwargs": kwargs}
 
 
 def weights_terms(teachers: list[dict]) -> str:
@@ -138,7 +149,7 @@ def main() -> int:
         "model_bytes": (dst / "model.pt").stat().st_size,
         "onnx": "model.onnx",
         "onnx_bytes": (dst / "model.onnx").stat().st_size,
-        "backbone": state["backbone"],
+        "backbone": card_backbone(state["backbone"], config),
         "template": state["input"]["template"],
         "recipe": args.recipe,
         "recipe_file_sha256": sha256(recipe) if recipe.is_file() else None,
@@ -146,7 +157,8 @@ def main() -> int:
         "distillation": distillation,
         "weights_terms": weights_terms(distillation["teachers"] if distillation else []),
         "teacher_data": TEACHER_DATA if distillation else None,
-        "training": {k: summary.get(k) for k in ("steps", "seconds", "images_per_s")} | {
+        # seconds: this process's; a resumed run's earlier part is in its metrics.csv, not here
+        "training": {k: summary.get(k) for k in ("steps", "seconds", "images_per_s", "resumed_from")} | {
             "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} cores",
             "data": config["data"]["sources"], "data_origins": config["data"].get("origins") or {}},
         "evaluation": evaluation,

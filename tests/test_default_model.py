@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from faceverify.checkpoint import load_backbone, load_checkpoint
-from faceverify.paths import DEFAULT_MODEL_DIR
+from faceverify.paths import DEFAULT_MODEL_DIR, MODELS_DIR
 from faceverify.training.config import load_config, recipe_hash
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,13 +37,24 @@ def test_the_default_model_folder_is_complete(manifest):
     assert info.template == manifest["template"]
 
 
-def test_the_model_card_names_teacher_data_and_settings(manifest):
-    assert {"backbone", "template", "recipe", "teacher", "evaluation", "lfw_view2"} <= manifest.keys()
+def test_the_model_card_names_teachers_terms_data_and_settings(manifest):
+    assert {"backbone", "template", "recipe", "distillation", "weights_terms", "evaluation", "lfw_view2"} <= manifest.keys()
     state = load_checkpoint(DEFAULT_MODEL_DIR / "model.pt")
-    distilled = bool((state["config"].get("distill") or {}).get("teacher"))
-    assert (manifest["teacher"] is not None) == distilled  # a distilled model names its teacher
-    if distilled:
-        assert manifest["teacher"]["licence"].startswith("public domain") and manifest["teacher"]["embedding_dim"] == 128
+    specs = (state["config"].get("distill") or {}).get("teacher") or []
+    specs = [specs] if isinstance(specs, str) else [str(s) for s in specs]
+    if not specs:
+        assert manifest["distillation"] is None
+    else:  # a distilled model names every teacher the recipe named, with its licence and weights
+        teachers = manifest["distillation"]["teachers"]
+        assert [t["spec"] for t in teachers] == specs
+        for teacher in teachers:
+            assert teacher["licence"] and teacher["embedding_dim"] > 0, teacher
+            if teacher["spec"] != "dlib":
+                card = json.loads((MODELS_DIR / teacher["spec"] / "MODEL.json").read_text())
+                assert teacher["licence"] == card["licence"] and teacher["weights"]["sha256"] == card["weights"]["sha256"]
+        if any("non-commercial" in t["licence"] for t in teachers):
+            assert manifest["weights_terms"].startswith("research / non-commercial use only")
+        assert "LFW" in manifest["teacher_data"]
     for path in DEFAULT_MODEL_DIR.rglob("*.json"):  # no machine paths in the shipped folder
         assert str(REPO) not in path.read_text(), path
 

@@ -89,7 +89,7 @@ def test_detection_cache_serves_a_second_run_without_mtcnn(detector, lfw_images,
     class MustNotRun:
         min_score, min_face_size, stage_thresholds, scale_factor = (detector.min_score, detector.min_face_size,
                                                                     detector.stage_thresholds, detector.scale_factor)
-        min_face_fraction = detector.min_face_fraction
+        min_face_fraction, min_face_px = detector.min_face_fraction, detector.min_face_px
 
         def detect_batch(self, images, min_score=None):
             raise AssertionError("the cache should have served these images")

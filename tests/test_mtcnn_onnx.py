@@ -65,10 +65,13 @@ def test_runtimes_agree_on_lfw_view1():
 def test_the_pyramid_skips_only_levels_below_the_smallest_face():
     from faceverify.detect import FaceDetector
 
-    full = FaceDetector(min_face_fraction=0)
+    full = FaceDetector(min_face_fraction=0, min_face_px=0)
     lean = FaceDetector()
     assert full.scales(150, 150)[0] == pytest.approx(0.6)  # 12 / min_face_size 20
-    assert lean.scales(150, 150) == full.scales(150, 150)[1:]  # faces of 20 px (< 150 / 6) not looked for
+    # faces of 20 px (< 150 / 6) and of 28 px (< min_face_px 36) not looked for
+    assert lean.scales(150, 150) == full.scales(150, 150)[2:]
+    assert FaceDetector(min_face_px=0).scales(150, 150) == full.scales(150, 150)[1:]
+    assert lean.scales(480, 640) == FaceDetector(min_face_px=0).scales(480, 640)  # the fraction's floor (80 px) rules
     assert len(lean.scales(1280, 960)) < len(full.scales(1280, 960))
-    assert lean.scales(30, 30) == full.scales(30, 30)  # small images: min_face_size (20 px) is the limit
+    assert lean.scales(30, 30) == full.scales(30, 30)[-1:]  # an image under the floor keeps its coarsest level
     assert full.scales(14, 14) == []  # nothing of 20 px fits

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from .. import calibration
-from ..detect import DEFAULT_POLICY
+from ..detect import DEFAULT_POLICY, detector_config
 from ..errors import ConfigError, DataNotFoundError
 from ..loaders import load_embedder
 from ..models import ModelRef, file_digest
@@ -64,9 +64,10 @@ def features_for(model: ModelRef, options: EvalOptions, root: Path, paths: list[
     embedder = load_embedder(model, flip="none" if options.flip == "none" else "sum", batch_size=options.batch_size,
                              fallback="center_crop", policy=options.policy, device=options.device, **options.embedder)
     detections = use_detection_cache(embedder, options.cache) if options.cache and landmarks is None else None
-    # the cache key names how crops are found: the embedder's own detector (its config says which)
-    # or a landmark file; LFW and MegaFace runs of one model share the cache
-    config = feature_config(embedder, alignment if landmarks is not None else {"source": "detector"}, root)
+    # the cache key names how crops are found: the detector and its pyramid settings, or a landmark
+    # file; LFW and MegaFace runs of one model share the cache
+    found_by = {"source": "detector"} | ({"detector": detector_config(detections.detector)} if detections else {})
+    config = feature_config(embedder, alignment if landmarks is not None else found_by, root)
     cache_file = options.cache / f"{cache_key(config)}.npz" if options.cache else None
     t0 = time.perf_counter()
     feats = compute_features(embedder, root, paths, cache_file=cache_file, config=config, landmarks=landmarks,
