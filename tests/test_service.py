@@ -384,7 +384,7 @@ def pca_file(served_model, tmp_path_factory):
         for photo in sorted(person.iterdir())[:8]:
             (subset / person.name / photo.name).symlink_to(photo)
     assert fit_pca_main([str(subset), "--model", str(served_model), "--components", "16", "--out", str(out),
-                         "--torch-threads", "1"]) == 0
+                         "--threads", "1"]) == 0
     return out
 
 
