@@ -63,32 +63,14 @@ def offline_env(home: Path) -> dict:
 
 
 def serve_health(faceverify: Path, cwd: Path, env: dict) -> dict:
-    import socket
+    """``faceverify serve`` of the install, from ``cwd`` with its default model: its /health."""
+    from bench.load_service import Server
 
-    import httpx
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = (cwd / "serve.log").open("w")
-    proc = subprocess.Popen([str(faceverify), "serve", "--host", "127.0.0.1", "--port", str(port), "--gallery", str(cwd / "gallery")],
-                            cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = Server(None, cwd / "gallery", command=[str(faceverify)], cwd=cwd, env=env, timeout=180)
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise SystemExit(f"faceverify serve exited with {proc.returncode}: see {cwd / 'serve.log'}")
-            try:
-                r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5, trust_env=False)
-                if r.status_code == 200:
-                    return r.json()
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise SystemExit(f"faceverify serve did not answer /health in 180 s: see {cwd / 'serve.log'}")
+        return server.health()
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        server.stop()
 
 
 def source_packages() -> list[str]:

@@ -40,7 +40,6 @@ from faceverify.gallery import Gallery  # noqa: E402
 from faceverify.models import resolve_model  # noqa: E402
 from faceverify.paths import lfw_root  # noqa: E402
 from faceverify.calibration import Calibration  # noqa: E402
-from faceverify.models import resolve_model  # noqa: E402
 
 PAIRS = [  # (image1, image2) LFW photos, cycled by the clients
     ("George_W_Bush/George_W_Bush_0001.jpg", "George_W_Bush/George_W_Bush_0002.jpg"),
@@ -61,31 +60,34 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, model: Path, gallery: Path | str, *args: str, log_dir: Path | None = None):
-        """``gallery``: a directory or a postgresql:// URL (then the log goes to ``log_dir``)."""
+    def __init__(self, model: Path | None, gallery: Path | str, *args: str, log_dir: Path | None = None,
+                 command: list[str] | None = None, cwd: Path = REPO, env: dict | None = None, timeout: float = 600):
+        """``gallery``: a directory or a postgresql:// URL (then the log goes to ``log_dir``).
+        ``model`` None: the server's default. ``command``: how to run ``faceverify`` (default: this
+        interpreter's ``-m faceverify``), in ``cwd`` with ``env`` (default: this process's)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "FACEVERIFY_API_KEY": API_KEY}
+        env = {**(os.environ if env is None else env), "FACEVERIFY_API_KEY": API_KEY}
         self.log = open(Path(log_dir or Path(gallery).parent) / f"server-{self.port}.log", "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "faceverify", "serve", "--model", str(model), "--gallery", str(gallery),
-             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning", *args],
-            cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 600
+            [*(command or [sys.executable, "-m", "faceverify"]), "serve", *(["--model", str(model)] if model else []),
+             "--gallery", str(gallery), "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning", *args],
+            cwd=cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log.name}")
             try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                if httpx.get(self.url + "/health", timeout=2, trust_env=False).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.3)
         self.stop()
-        raise RuntimeError("server did not become ready")
+        raise RuntimeError(f"server did not become ready in {timeout:.0f} s; see {self.log.name}")
 
     def health(self) -> dict:
-        return httpx.get(self.url + "/health", timeout=10).json()
+        return httpx.get(self.url + "/health", timeout=10, trust_env=False).json()
 
     def stop(self) -> None:
         if self.proc.poll() is None:

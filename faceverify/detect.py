@@ -220,7 +220,7 @@ def detector_config(d) -> dict:
               "scale_factor": d.scale_factor}
     if d.min_face_fraction:
         config["min_face_fraction"] = round(d.min_face_fraction, 6)
-    if getattr(d, "min_face_px", 0):
+    if d.min_face_px:
         config["min_face_px"] = float(d.min_face_px)
     return config
 

@@ -13,7 +13,6 @@ teacher), and what it scores. Paths in the record are relative to the repository
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -27,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from faceverify.checkpoint import load_checkpoint  # noqa: E402
 from faceverify.embedder import FLIP_MODES  # noqa: E402
-from faceverify.models import resolve_model  # noqa: E402
+from faceverify.models import file_digest, resolve_model  # noqa: E402
 from faceverify.training.config import recipe_hash  # noqa: E402
 
 RECORD = ("metrics.csv", "val.csv", "training_curve.png", "summary.json", "config.yaml")
@@ -94,10 +93,6 @@ def relative(path: Path) -> str:
         return str(path)
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def run(argv: list[str]) -> None:
     print("+", " ".join(argv), flush=True)
     subprocess.run(argv, check=True, cwd=REPO)
@@ -145,14 +140,14 @@ def main() -> int:
     distillation = teachers_section(config.get("distill") or {})
     manifest = {
         "model": "model.pt",
-        "model_sha256": sha256(dst / "model.pt"),
+        "model_sha256": file_digest(dst / "model.pt"),
         "model_bytes": (dst / "model.pt").stat().st_size,
         "onnx": "model.onnx",
         "onnx_bytes": (dst / "model.onnx").stat().st_size,
         "backbone": card_backbone(state["backbone"], config),
         "template": state["input"]["template"],
         "recipe": args.recipe,
-        "recipe_file_sha256": sha256(recipe) if recipe.is_file() else None,
+        "recipe_file_sha256": file_digest(recipe) if recipe.is_file() else None,
         "recipe_sha256": recipe_hash(config),
         "distillation": distillation,
         "weights_terms": weights_terms(distillation["teachers"] if distillation else []),
