@@ -61,7 +61,7 @@ def agreement(pairs: list[tuple[str, str]], model=None) -> dict:
 
     verifiers = {rt: Verifier.from_model(model, runtime=rt) for rt in ("onnx", "torch")}
     detections: dict[str, tuple[bool, float]] = {}
-    cos_diff, refused_differently = [], 0
+    cos_diff, refused_differently, pairs_over = [], 0, []
     t0 = time.perf_counter()
     for a, b in pairs:
         images = [load_image(a), load_image(b)]
@@ -76,13 +76,20 @@ def agreement(pairs: list[tuple[str, str]], model=None) -> dict:
             continue
         cosines = {rt: float(rs[0].vector @ rs[1].vector) for rt, rs in results.items()}
         cos_diff.append(abs(cosines["onnx"] - cosines["torch"]))
+        if cos_diff[-1] > MAX_COSINE:
+            pairs_over.append({"pair": [Path(a).name, Path(b).name], "cosine_diff": round(cos_diff[-1], 6)})
     px = np.array([d for ok, d in detections.values() if ok])
+    # the exceptions by name, so each can be looked into (docs/service.md, "Two runtimes")
+    images_over = [{"image": Path(path).name, "px": round(d, 3) if ok else "face counts differ"}
+                   for path, (ok, d) in detections.items() if not ok or d > MAX_PX]
     return {
         "pairs": len(pairs), "images": len(detections),
         "images_with_different_face_counts": int(sum(not ok for ok, _ in detections.values())),
         "max_detection_diff_px": float(px.max()) if len(px) else 0.0,
         "p99_detection_diff_px": float(np.percentile(px, 99)) if len(px) else 0.0,
+        "images_over_goal": images_over,
         "pairs_compared": len(cos_diff), "pairs_refused_differently": refused_differently,
+        "pairs_over_goal": pairs_over,
         "max_cosine_diff": float(max(cos_diff)) if cos_diff else 0.0,
         "median_cosine_diff": float(np.median(cos_diff)) if cos_diff else 0.0,
         "goals": {"detections_within_px": MAX_PX, "cosine_within": MAX_COSINE},

@@ -14,7 +14,8 @@ import torch
 
 from faceverify.align import WIDE_160, align_face
 from faceverify.training.distill import (DistillFaces, DistillLoss, StudentCrops, TeacherTargets, centred_targets, render_view, select_training_faces, unit_targets,
-                                student_view, teacher_view, view_params)
+                                student_view, teacher_view, view_params, views_read)
+from faceverify.training.augment import ResumableSampler
 from faceverify.loaders import load_embedder
 from faceverify.errors import ConfigError, DataNotFoundError
 from faceverify.packed import PackedFaces
@@ -92,6 +93,54 @@ def test_teacher_targets_cache_resume_and_key(wide_set, tmp_path):
     assert meta["views"] == 3 and meta["faces"] == len(wide_set) and before > 0
     # another number of views is another cache
     assert TeacherTargets(wide_set, str(REPO / "models" / "default"), views=2).directory != out
+
+
+def test_views_read_replays_the_runs_sampler():
+    indices = np.array([3, 5, 8, 9, 11, 14, 20, 21, 30, 31])
+    seed, batch, steps, views = 7, 4, 5, 2  # 2 steps per epoch: 3 epochs, the last one partial
+    read = views_read(indices, 40, views, seed, steps, batch)
+    expected = np.zeros((views, 40), bool)
+    targets = np.zeros((views, 40, 1), np.float32)
+    dataset = DistillFaces(None, targets, indices, np.full(len(indices), -1), "56x48", seed=seed)
+    sampler = ResumableSampler(range(len(indices)), seed=seed)
+    step = 0
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        keys = list(sampler)
+        for b in range(len(keys) // batch):
+            if step == steps:
+                break
+            for position, ep in keys[b * batch:(b + 1) * batch]:
+                face = int(indices[position])
+                rng = np.random.default_rng((seed, ep, face))  # the dataset's own draw, restated
+                expected[int(rng.integers(views)), face] = True
+            step += 1
+    assert np.array_equal(read, expected)
+    assert read.sum() <= steps * batch and not read[:, [0, 1, 2]].any()  # faces outside the run are never asked for
+    assert dataset.views == views
+
+
+def test_sparse_teacher_targets_fill_in_for_a_longer_run(wide_set):
+    teacher = str(REPO / "models" / "default")
+    cache = TeacherTargets(wide_set, teacher, views=2, chunk=8)
+    n = len(wide_set)
+    short = np.zeros((2, n), bool)
+    short[0, :5] = short[1, 10:12] = True
+    first = np.load(cache.build(workers=1, progress=False, needed=short))
+    assert np.isfinite(first[:, :, 0]).sum() == short.sum() and np.isfinite(first[short]).all()
+    assert json.loads((cache.directory / "meta.json").read_text())["complete"] is False
+    # the dataset refuses an entry that was never computed, saying what to do
+    dataset = DistillFaces(wide_set, first, np.arange(n), np.full(n, -1), "56x48", seed=0)
+    unread = next(i for i in range(n) if not short[:, i].any())
+    with pytest.raises(DataNotFoundError, match="shorter run"):
+        dataset[(int(np.flatnonzero(np.arange(n) == unread)[0]), 0)]
+    # a longer run computes only what is missing; what was there is kept bit for bit
+    full = np.load(cache.build(workers=1, progress=False))
+    assert np.isfinite(full).all() and np.array_equal(full[short], first[short])
+    assert json.loads((cache.directory / "meta.json").read_text())["complete"] is True
+    # means over a sparse cache use the computed rows only
+    centred, _ = centred_targets(first)
+    assert np.isfinite(centred[short]).all()
 
 
 def test_student_crops_cache_equals_views_and_resumes(wide_set):

@@ -4,6 +4,7 @@ network checkpoint, plus the feature cache and the optional dlib peer."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ import torch
 from faceverify.paths import lfw_root
 
 from faceverify.commands import eval as eval_app  # the app under test
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -282,13 +285,24 @@ def test_distillation_ablation_table_names_terms_crop_and_data(tmp_path):
         (run / "lfw" / "lfw.json").write_text(json.dumps({"accuracy_mean": 0.9567, "accuracy_std": 0.0111,
                                                            "tar_at_far": {"0.001": 0.6307}}))
         runs.append(str(run))
+    (tmp_path / "distill_only" / "speed.json").write_text(json.dumps({"ms_per_face": 8.24}))  # bench.onnx_face_speed --write
     assert eval_app.main(["ablation", *runs, "--out", str(tmp_path / "report")]) == 0
     table = (tmp_path / "report" / "ablation.md").read_text()
     assert table.startswith("# Distillation ablation")
-    assert ("| distill_only | distillation (raw + cosine + relational) | 84x72 | pins, celeba10k | 3000 | 94.69 | "
-            "95.67 ± 1.11 | 63.07 | 26 |") in table
+    assert ("| distill_only | dlib: distillation (raw + cosine + relational) | 84x72 | pins, celeba10k | 3000 | 94.69 | "
+            "95.67 ± 1.11 | 63.07 | 26 | 8.2 |") in table
     assert "| margin_only | CosFace (m=0.35, s=30) | 84x72 | pins, celeba10k | 3000 |" in table  # data.select, not sources
-    assert "| both | distillation (raw + cosine + relational) + CosFace (m=0.35, s=30) x0.1 | 56x48 | pins |" in table
+    assert "| both | dlib: distillation (raw + cosine + relational) + CosFace (m=0.35, s=30) x0.1 | 56x48 | pins |" in table
+    assert table.count("| — |\n") == 2  # no speed.json: no cost figure
+
+
+def test_onnx_face_speed_times_a_checkpoint_and_a_model_folder(checkpoint):
+    from bench.onnx_face_speed import measure
+
+    exported = measure(checkpoint, runs=3)  # a checkpoint: exported to a temporary ONNX file first
+    assert exported["input"] == "112x96" and exported["ms_per_face"] > 0
+    shipped = measure(REPO / "models" / "default", runs=3)  # a model folder: its own model.onnx
+    assert shipped["input"] == "80x80" and shipped["ms_per_face"] > 0
 
 
 def test_an_onnx_model_with_a_card_evaluates_and_calibrates_like_any_model(checkpoint, tmp_path):

@@ -43,7 +43,8 @@ def losses_label(cfg: dict) -> str:
     if not d.get("teacher"):
         return head_label(cfg)
     terms = [name for name, key in (("raw", "raw"), ("cosine", "cosine"), ("relational", "relational")) if float(d.get(key) or 0) > 0]
-    parts = [f"distillation ({' + '.join(terms)})"] if terms else []
+    teachers = " + ".join(map(str, d["teacher"])) if isinstance(d["teacher"], list) else str(d["teacher"])
+    parts = [f"{teachers}: distillation ({' + '.join(terms)})"] if terms else []
     margin = float(d.get("margin") or 0)
     if margin > 0:
         parts.append(head_label(cfg) + ("" if not terms else f" x{margin:g}"))
@@ -87,6 +88,7 @@ def summarize_run(run_dir: str | Path) -> dict:
         "view2_tar_far_1e-3": (view2 or {}).get("tar_at_far", {}).get("0.001"),
         "train_images_per_s": summary.get("images_per_s"),
         "train_minutes": round(summary["seconds"] / 60, 1) if summary.get("seconds") else None,
+        "ms_per_face": (_read_json(run / "speed.json") or {}).get("ms_per_face"),  # python -m bench.onnx_face_speed --write
     }
 
 
@@ -108,12 +110,13 @@ def markdown_table(rows: list[dict]) -> str:
 def distill_table(rows: list[dict]) -> str:
     """The distillation ablation: each row's terms, crop size and data, at one budget."""
     lines = ["| run | learns from | crop | data | steps | LFW View 1 (DevTest) % | LFW View 2 10-fold % | "
-             "TAR @ FAR 1e-3 % | training min |", "|---|---|---|---|---|---|---|---|---|"]
+             "TAR @ FAR 1e-3 % | training min | ms/face |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         v2 = "—" if r["view2_accuracy"] is None else f"{_pct(r['view2_accuracy'])} ± {_pct(r['view2_std'])}"
         minutes = "—" if r["train_minutes"] is None else f"{r['train_minutes']:.0f}"
+        speed = "—" if r.get("ms_per_face") is None else f"{r['ms_per_face']:.1f}"
         lines.append(f"| {r['run']} | {r['losses']} | {r['template']} | {', '.join(r['data'])} | {r['steps']} | "
-                     f"{_pct(r['view1_accuracy'])} | {v2} | {_pct(r['view2_tar_far_1e-3'])} | {minutes} |")
+                     f"{_pct(r['view1_accuracy'])} | {v2} | {_pct(r['view2_tar_far_1e-3'])} | {minutes} | {speed} |")
     return "\n".join(lines) + "\n"
 
 

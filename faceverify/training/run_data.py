@@ -17,7 +17,7 @@ from .config import template_size
 from .augment import AugmentedFaces
 from .training_set import open_training_set
 from .distill import (DistillFaces, DistillLoss, MultiTeacherLoss, StudentCrops, TeacherTargets, centred_targets,
-                      select_training_faces, unit_targets)
+                      select_training_faces, unit_targets, views_read)
 
 
 @dataclass
@@ -57,8 +57,14 @@ def open_run_data(cfg: dict, info: fdist.DistInfo, seed: int) -> RunData:
     views = int(kcfg["views"])
     if info.is_main:
         faces = open_training_set(dcfg, progress=True, wide=distilling)
+        needed = None
+        if distilling:
+            indices, _, _ = distilled_faces(faces, dcfg, kcfg)
+            # targets for the (view, face) pairs this run's steps read: a short run pays for what it uses
+            needed = views_read(indices, len(faces), views, seed, int(cfg["train"]["steps"]),
+                                int(cfg["train"]["batch_size"]) // info.world_size, info.world_size)
         for spec, kwargs, _ in teachers:  # each teacher cuts its own crops of the same views, cached apart
-            TeacherTargets(faces, spec, views, kwargs).build(int(kcfg["workers"]))
+            TeacherTargets(faces, spec, views, kwargs).build(int(kcfg["workers"]), needed=needed)
         if distilling and kcfg["crop_cache"]:
             StudentCrops(faces, dcfg["template"], views).build(int(kcfg["workers"]))
     fdist.barrier(info)
@@ -67,10 +73,7 @@ def open_run_data(cfg: dict, info: fdist.DistInfo, seed: int) -> RunData:
     if not distilling:
         dataset = AugmentedFaces(faces, template_size(dcfg["template"]), flip=dcfg["flip"], random_crop=dcfg["random_crop"], seed=seed)
         return RunData(dataset, list(faces.classes), faces.num_classes)
-    selected = [Path(s).name for s in (dcfg["select"] or dcfg["sources"])]
-    indices, labels, classes = select_training_faces(faces, selected, int(kcfg["min_images"]))
-    if float(kcfg["cosine"]) <= 0 and float(kcfg["relational"]) <= 0:  # margin only: unlabelled faces teach nothing
-        indices, labels = indices[labels >= 0], labels[labels >= 0]
+    indices, labels, classes = distilled_faces(faces, dcfg, kcfg)
     parts, described = [], []
     for k, (spec, kwargs, _) in enumerate(teachers):
         raw_targets = np.asarray(TeacherTargets(faces, spec, views, kwargs).load())
@@ -84,6 +87,16 @@ def open_run_data(cfg: dict, info: fdist.DistInfo, seed: int) -> RunData:
     crops = StudentCrops(faces, dcfg["template"], views).directory / "crops.npy" if kcfg["crop_cache"] else None
     dataset = DistillFaces(faces, targets, indices, labels, dcfg["template"], seed=seed, crops=crops)
     return RunData(dataset, classes, max(1, len(classes)), described)
+
+
+def distilled_faces(faces, dcfg: dict, kcfg: dict) -> tuple[np.ndarray, np.ndarray, list]:
+    """(face indices, head labels, class names) a distillation trains on: the recipe's sources, and
+    only labelled faces when no distillation term would teach the others anything."""
+    selected = [Path(s).name for s in (dcfg["select"] or dcfg["sources"])]
+    indices, labels, classes = select_training_faces(faces, selected, int(kcfg["min_images"]))
+    if float(kcfg["cosine"]) <= 0 and float(kcfg["relational"]) <= 0:  # margin only: unlabelled faces teach nothing
+        indices, labels = indices[labels >= 0], labels[labels >= 0]
+    return indices, labels, classes
 
 
 def build_distill_loss(cfg: dict, teachers: list[TeacherData]) -> nn.Module | None:

@@ -41,16 +41,43 @@ class DistillFaces(Dataset):
     def __getitem__(self, key):
         position, epoch = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), 0)
         index = int(self.indices[position])
-        rng = np.random.default_rng((self.seed, epoch, index))
-        view = int(rng.integers(self.views))
+        view = drawn_view(self.seed, epoch, index, self.views)
         if self.crops_path:
             if self._crops is None:
                 self._crops = np.load(self.crops_path, mmap_mode="r")
             crop = np.array(self._crops[view, index])
         else:
             crop = student_view(self.faces.wide(index), view_params(self.faces.sha1[index], view), self.template)
-        target = torch.from_numpy(np.array(self.targets[view, index], np.float32))
-        return crops_to_tensor(crop[None])[0], int(self.labels[position]), target
+        target = np.array(self.targets[view, index], np.float32)
+        if not np.isfinite(target).all():  # a sparse target cache built for a shorter schedule
+            raise DataNotFoundError(f"no teacher target for face {index}, view {view}: the cached targets were built for "
+                                    "a shorter run; start the run again (it computes the missing ones first).")
+        return crops_to_tensor(crop[None])[0], int(self.labels[position]), torch.from_numpy(target)
+
+
+def drawn_view(seed: int, epoch: int, index: int, views: int) -> int:
+    """The view face ``index`` is shown in at ``epoch``: a function of (seed, epoch, index) alone."""
+    return int(np.random.default_rng((seed, epoch, index)).integers(views))
+
+
+def views_read(indices: np.ndarray, n_faces: int, views: int, seed: int, steps: int, batch: int, world_size: int = 1) -> np.ndarray:
+    """(views, n_faces) bool: the (view, face) pairs that ``steps`` steps of ``batch`` per process read,
+    replaying the run's own sampler, so teacher targets can be computed for exactly those."""
+    from ..augment import ResumableSampler
+
+    read = np.zeros((views, n_faces), bool)
+    for rank in range(world_size):
+        sampler = ResumableSampler(range(len(indices)), world_size, rank, seed=seed)
+        per_epoch = len(sampler) // batch
+        if per_epoch < 1:
+            return read
+        for epoch in range(-(-steps // per_epoch)):
+            sampler.set_epoch(epoch)
+            taken = min(per_epoch, steps - epoch * per_epoch) * batch
+            for position, _ in list(sampler)[:taken]:
+                face = int(indices[position])
+                read[drawn_view(seed, epoch, face, views), face] = True
+    return read
 
 
 def select_training_faces(faces: PackedFaces, sources: list[str], min_images: int) -> tuple[np.ndarray, np.ndarray, list[str]]:

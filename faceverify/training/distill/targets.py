@@ -46,15 +46,24 @@ def _init_worker(root: str, spec: str, kwargs: dict) -> None:
     _worker["teacher"] = load_embedder(spec, **kwargs)
 
 
-def _embed_chunk(args: tuple[int, int, int, int, str]) -> int:
-    index, start, stop, views, out = args
+def _embed_chunk(args: tuple[int, int, int, np.ndarray, str]) -> int:
+    """Fill chunk ``index`` (faces ``start:stop``) where ``missing`` (views, stop - start) says;
+    entries never asked for stay NaN. Returns how many views it embedded."""
+    index, start, stop, missing, out = args
     faces, teacher = _worker["faces"], _worker["teacher"]
-    result = []
-    for view in range(views):
-        crops = [teacher_view(faces.wide(i), view_params(faces.sha1[i], view), teacher) for i in range(start, stop)]
-        result.append(teacher.embed_crops(np.stack(crops)))
-    write_npy_atomic(Path(out) / f"chunk_{index:05d}.npy", np.stack(result).astype(np.float32))
-    return stop - start
+    path = Path(out) / f"chunk_{index:05d}.npy"
+    result = np.load(path) if path.is_file() else None
+    for view in range(missing.shape[0]):
+        todo = start + np.flatnonzero(missing[view])
+        if not todo.size:
+            continue
+        crops = [teacher_view(faces.wide(int(i)), view_params(faces.sha1[int(i)], view), teacher) for i in todo]
+        vectors = teacher.embed_crops(np.stack(crops)).astype(np.float32)
+        if result is None:
+            result = np.full((missing.shape[0], stop - start, vectors.shape[1]), np.nan, np.float32)
+        result[view, todo - start] = vectors
+    write_npy_atomic(path, result)
+    return int(missing.sum())
 
 
 class TeacherTargets:
@@ -90,38 +99,61 @@ class TeacherTargets:
         name, config = self.identity
         return self.faces.root / "teachers" / teacher_key(name, config, self.faces, self.views)
 
-    def build(self, workers: int = 1, progress: bool = True) -> Path:
-        """Compute what is missing (resumable) and return the path of ``targets.npy``."""
+    def build(self, workers: int = 1, progress: bool = True, needed: np.ndarray | None = None) -> Path:
+        """Compute what is missing (resumable) and return the path of ``targets.npy``.
+
+        ``needed`` (views, N) bool limits the work to the (view, face) pairs a run reads
+        (``dataset.views_read``); the others stay NaN until a longer run asks for them."""
         out = self.directory
         final = out / "targets.npy"
+        n = len(self.faces)
+        needed = np.ones((self.views, n), bool) if needed is None else np.asarray(needed, bool)
+        if needed.shape != (self.views, n):
+            raise ConfigError(f"needed has shape {needed.shape}, the targets are ({self.views}, {n}).")
+        ranges = [(k, s, min(s + self.chunk, n)) for k, s in enumerate(range(0, n, self.chunk))]
         if final.is_file():
-            return final
+            done = np.load(final, mmap_mode="r")
+            if np.isfinite(done[:, :, 0])[needed].all():
+                return final
+            for k, s, e in ranges:  # a longer run: back to chunks (the file goes only once all are written)
+                write_npy_atomic(out / f"chunk_{k:05d}.npy", np.array(done[:, s:e]))
+            del done
+            final.unlink()
         out.mkdir(parents=True, exist_ok=True)
         name, config = self.identity
-        n = len(self.faces)
         write_json_atomic(out / "meta.json", {"teacher": name, "config": config, "views": self.views, "faces": n,
                                               "view_version": VIEW_VERSION, "packed": str(self.faces.root)})
-        ranges = [(k, s, min(s + self.chunk, n)) for k, s in enumerate(range(0, n, self.chunk))]
-        todo = [(k, s, e, self.views, str(out)) for k, s, e in ranges if not (out / f"chunk_{k:05d}.npy").is_file()]
-        bar = tqdm(total=n * self.views, initial=(n - sum(e - s for _, s, e, _, _ in todo)) * self.views, unit="view",
+        todo = []
+        for k, s, e in ranges:
+            path = out / f"chunk_{k:05d}.npy"
+            missing = needed[:, s:e] & ~np.isfinite(np.load(path)[:, :, 0]) if path.is_file() else needed[:, s:e]
+            if missing.any():
+                todo.append((k, s, e, missing, str(out)))
+        total = int(needed.sum())
+        bar = tqdm(total=total, initial=total - sum(int(m.sum()) for *_, m, _ in todo), unit="view",
                    desc=f"teacher {name}", disable=not progress, smoothing=0.05)
         started = time.perf_counter()
         if todo:
             if workers <= 1:
                 _init_worker(str(self.faces.root), self.spec, self.kwargs)
                 for item in todo:
-                    bar.update(_embed_chunk(item) * self.views)
+                    bar.update(_embed_chunk(item))
             else:
                 with mp.get_context("spawn").Pool(workers, _init_worker, (str(self.faces.root), self.spec, self.kwargs)) as pool:
                     for done in pool.imap_unordered(_embed_chunk, todo):
-                        bar.update(done * self.views)
+                        bar.update(done)
         bar.close()
-        targets = np.concatenate([np.load(out / f"chunk_{k:05d}.npy") for k, _, _ in ranges], axis=1)
+        chunks = [np.load(out / f"chunk_{k:05d}.npy") if (out / f"chunk_{k:05d}.npy").is_file() else None for k, _, _ in ranges]
+        dim = next(c.shape[2] for c in chunks if c is not None)
+        targets = np.concatenate([c if c is not None else np.full((self.views, e - s, dim), np.nan, np.float32)
+                                  for c, (_, s, e) in zip(chunks, ranges)], axis=1)
         write_npy_atomic(final, targets)
         for k, _, _ in ranges:
             (out / f"chunk_{k:05d}.npy").unlink(missing_ok=True)
         meta = json.loads((out / "meta.json").read_text())
-        meta.update(dim=int(targets.shape[2]), seconds_last_run=round(time.perf_counter() - started, 1))
+        computed = np.isfinite(targets[:, :, 0])
+        meta.update(dim=int(dim), computed=int(computed.sum()), complete=bool(computed.all()),
+                    seconds_last_run=round(time.perf_counter() - started, 1))
         write_json_atomic(out / "meta.json", meta)
         return final
 
@@ -200,12 +232,20 @@ class StudentCrops:
         return final
 
 
+def computed_rows(targets: np.ndarray) -> np.ndarray:
+    """The (view, face) vectors of a (views, N, D) cache that were computed (a sparse one has NaN rows)."""
+    rows = targets.reshape(-1, targets.shape[2])
+    computed = np.isfinite(rows[:, 0])
+    return rows if computed.all() else rows[computed]
+
+
 def unit_targets(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """(views, N, D) raw teacher vectors -> (unit vectors, their mean, E||unit - mean||^2), the
     mean and spread over every face and view of the training set (never over test images)."""
     unit = (targets / np.linalg.norm(targets, axis=2, keepdims=True).clip(1e-12)).astype(np.float32)
-    mean = unit.reshape(-1, unit.shape[2]).mean(0, dtype=np.float64)
-    spread = float(((unit.reshape(-1, unit.shape[2]) - mean) ** 2).sum(1).mean())
+    rows = computed_rows(unit)
+    mean = rows.mean(0, dtype=np.float64)
+    spread = float(((rows - mean) ** 2).sum(1).mean())
     return unit, mean.astype(np.float32), spread
 
 
@@ -213,7 +253,7 @@ def centred_targets(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(views, N, D) raw teacher vectors -> (unit vectors after removing the mean direction, the mean).
     The mean is taken over every face and view of the training set (never over test images)."""
     unit = targets / np.linalg.norm(targets, axis=2, keepdims=True).clip(1e-12)
-    mean = unit.reshape(-1, unit.shape[2]).mean(0)
+    mean = computed_rows(unit).mean(0)
     centred = unit - mean
     return (centred / np.linalg.norm(centred, axis=2, keepdims=True).clip(1e-12)).astype(np.float32), mean.astype(np.float32)
 
