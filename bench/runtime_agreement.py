@@ -7,6 +7,7 @@ Goals: detections within 0.5 px, cosine differences within 1e-3.
 tests/test_mtcnn_onnx.py runs the same function on a part of pairsDevTest.
 
     python -m bench.runtime_agreement [--pairs N] [--out FILE.json]
+    python -m bench.runtime_agreement --explain Sim_Yong_0001.jpg   # where the runtimes part on one image
 """
 
 from __future__ import annotations
@@ -97,6 +98,63 @@ def agreement(pairs: list[tuple[str, str]], model=None) -> dict:
     }
 
 
+class _TorchSession:
+    """A facenet-pytorch network behind onnxruntime's ``run`` call, so the numpy pipeline can drive it."""
+
+    def __init__(self, net):
+        self.net = net
+
+    def run(self, _outputs, feeds: dict) -> list[np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            return [o.numpy() for o in self.net(torch.from_numpy(feeds["input"]))]
+
+
+def explain(image_name: str) -> dict:
+    """Where the two runtimes part on one image: the numpy pipeline (pyramid, NMS, regression) run
+    once with the ONNX networks and once with facenet-pytorch's, the first NMS whose kept set
+    differs, and its candidates' scores under both. If the torch networks in the numpy pipeline give
+    facenet-pytorch's own boxes, the pipeline is not the cause; the networks' last bits are."""
+    from unittest import mock
+
+    from faceverify import mtcnn_onnx
+    from faceverify.detect import FaceDetector, _torch_nets
+    from faceverify.image import load_image
+    from faceverify.paths import lfw_root
+
+    path = next((lfw_root() / "images").rglob(image_name), None)
+    if path is None:
+        raise FaceverifyError(f"{image_name} is not among the LFW images under {lfw_root() / 'images'}.")
+    image = load_image(path)
+    detector = FaceDetector(runtime="onnx")
+    scales = detector.scales(*image.shape[:2])
+    torch_nets = object.__new__(mtcnn_onnx.OnnxMTCNN)  # the same pipeline, facenet-pytorch's networks
+    torch_nets.pnet, torch_nets.rnet, torch_nets.onet = (_TorchSession(n) for n in _torch_nets("cpu"))
+    traces, boxes, original = {}, {}, mtcnn_onnx.batched_nms
+    for name, nets in (("onnx", detector._onnx), ("torch", torch_nets)):
+        calls = []
+
+        def traced(b, scores, groups, threshold, method="union", _calls=calls):
+            kept = original(b, scores, groups, threshold, method)
+            _calls.append((b[:, :4].copy(), scores.copy(), set(kept.tolist())))
+            return kept
+
+        with mock.patch.object(mtcnn_onnx, "batched_nms", traced):
+            found = nets.detect(image[None], scales, detector.stage_thresholds)
+        traces[name], boxes[name] = calls, found[0][0][:, :4].astype(float).round(2).tolist()
+    reference = [f.box.astype(float).round(2).tolist() for f in FaceDetector(runtime="torch").detect(image, min_score=0.0)]
+    result = {"image": path.name, "boxes": {**boxes, "facenet_pytorch": reference}, "first_differing_nms": None}
+    for k, ((b, s_onnx, kept_onnx), (_, s_torch, kept_torch)) in enumerate(zip(traces["onnx"], traces["torch"])):
+        if kept_onnx != kept_torch:
+            order = np.argsort(-s_onnx, kind="stable")
+            result["first_differing_nms"] = {"call": k, "candidates": [
+                {"index": int(i), "box": b[i].astype(float).round(1).tolist(), "score_onnx": f"{s_onnx[i]:.9f}", "score_torch": f"{s_torch[i]:.9f}",
+                 "kept_by": [n for n, kept in (("onnx", kept_onnx), ("torch", kept_torch)) if i in kept]} for i in order]}
+            break
+    return result
+
+
 def met(result: dict) -> bool:
     return (result["images_with_different_face_counts"] == 0 and result["pairs_refused_differently"] == 0
             and result["max_detection_diff_px"] <= MAX_PX and result["max_cosine_diff"] <= MAX_COSINE)
@@ -106,7 +164,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pairs", type=int, default=None, help="a spread subset of this many pairs (default: all 3,200)")
     p.add_argument("--out", default=None)
+    p.add_argument("--explain", metavar="IMAGE", help="an LFW file name: where the runtimes part on it")
     args = p.parse_args(argv)
+    if args.explain:
+        print(json.dumps(explain(args.explain), indent=1))
+        return 0
     result = agreement(view1_pairs(n=args.pairs))
     result["met"] = met(result)
     text = json.dumps(result, indent=1)
