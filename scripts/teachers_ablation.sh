@@ -15,6 +15,11 @@ out="${OUT:-runs/teachers_ablation}"
 fv=.venv/bin/faceverify
 rows=(${ROWS:-mix mbf sface dlib 84x72})
 
+# every other row reads the set the mix row prepares (run it first), so every row's teachers see the same
+# views (the 84x72 recipe alone would prepare a 112x96-family set of its own from the same canvases)
+packed=$(.venv/bin/python -c "from faceverify.training.config import load_config; from faceverify.training.training_set import packed_dir
+print(packed_dir(load_config('train/configs/distill/ablation_teachers.yaml')['data'], wide=True))")
+
 recipe() { [ "$1" = mix ] && echo train/configs/distill/ablation_teachers.yaml || echo "train/configs/distill/ablation_teachers_$1.yaml"; }
 
 mkdir -p "$out"
@@ -22,7 +27,8 @@ for row in "${rows[@]}"; do
   dir="$out/$row"
   if [ ! -f "$dir/model.pt" ]; then
     resume=""; [ -f "$dir/checkpoints/last.pt" ] && resume="--resume"
-    $fv train --config "$(recipe "$row")" --out "$dir" $resume > "$dir.log" 2>&1 || { echo "FAILED: $dir (see $dir.log)"; exit 1; }
+    same_set=""; [ "$row" = mix ] || same_set="--set data.packed=$packed"
+    $fv train --config "$(recipe "$row")" --out "$dir" $same_set $resume > "$dir.log" 2>&1 || { echo "FAILED: $dir (see $dir.log)"; exit 1; }
     echo "trained: $dir"
   fi
   [ -f "$dir/view1/view1.json" ] || $fv eval lfw-view1 --model "$dir" --flip none --no-center --out "$dir/view1"
