@@ -121,8 +121,9 @@ class FaceDetector:
             with self._lock:
                 if self.runtime == "onnx":
                     found = self._onnx.detect(batch, scales, self.stage_thresholds)
-                else:
-                    found = _torch_detect(self._nets, batch, scales[0], self.scale_factor, self.stage_thresholds, self.device)
+                else:  # one image per call: facenet-pytorch's batched NMS lets one photo's boxes suppress another's
+                    found = [_torch_detect(self._nets, batch[k:k + 1], scales[0], self.scale_factor, self.stage_thresholds,
+                                           self.device)[0] for k in range(len(batch))]
             for i, (b, p) in zip(idx, found):
                 results[i] = _to_faces(b, p, threshold)
         return results
@@ -151,7 +152,10 @@ def _torch_nets(device: str):
 
 def _torch_detect(nets, batch: np.ndarray, first_scale: float, factor: float, thresholds, device: str):
     """facenet-pytorch's detect_face. Its pyramid runs from 12 / minsize down to the image's 12 px,
-    so minsize = 12 / first_scale gives the same levels as ``FaceDetector.scales``."""
+    so minsize = 12 / first_scale gives the same levels as ``FaceDetector.scales``. Give it one image:
+    its NMS over a batch separates the images by shifting their boxes (torchvision's coordinate
+    trick), which assumes boxes start at x, y >= 0; MTCNN's boxes of faces at an edge do not, so in a
+    batch one photo's faces can suppress another's."""
     import torch
     from facenet_pytorch.models.utils.detect_face import detect_face
 
