@@ -144,7 +144,10 @@ class TeacherTargets:
                         bar.update(done)
         bar.close()
         chunks = [np.load(out / f"chunk_{k:05d}.npy") if (out / f"chunk_{k:05d}.npy").is_file() else None for k, _, _ in ranges]
-        dim = next(c.shape[2] for c in chunks if c is not None)
+        dim = next((c.shape[2] for c in chunks if c is not None), None)
+        if dim is None:
+            raise ConfigError("the run reads no teacher targets (no view of any face is needed): check train.steps and "
+                              "the recipe's sources.")
         targets = np.concatenate([c if c is not None else np.full((self.views, e - s, dim), np.nan, np.float32)
                                   for c, (_, s, e) in zip(chunks, ranges)], axis=1)
         write_npy_atomic(final, targets)
