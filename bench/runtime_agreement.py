@@ -116,11 +116,9 @@ def explain(image_name: str) -> dict:
     once with the ONNX networks and once with facenet-pytorch's, the first NMS whose kept set
     differs, and its candidates' scores under both. If the torch networks in the numpy pipeline give
     facenet-pytorch's own boxes, the pipeline is not the cause; the networks' last bits are."""
-    from unittest import mock
-
-    from faceverify import mtcnn_onnx
-    from faceverify.detect import FaceDetector, _torch_nets
+    from faceverify.detect import FaceDetector, torch_mtcnn_nets
     from faceverify.image import load_image
+    from faceverify.mtcnn_onnx import OnnxMTCNN
     from faceverify.paths import lfw_root
 
     path = next((lfw_root() / "images").rglob(image_name), None)
@@ -129,28 +127,20 @@ def explain(image_name: str) -> dict:
     image = load_image(path)
     detector = FaceDetector(runtime="onnx")
     scales = detector.scales(*image.shape[:2])
-    torch_nets = object.__new__(mtcnn_onnx.OnnxMTCNN)  # the same pipeline, facenet-pytorch's networks
-    torch_nets.pnet, torch_nets.rnet, torch_nets.onet = (_TorchSession(n) for n in _torch_nets("cpu"))
-    traces, boxes, original = {}, {}, mtcnn_onnx.batched_nms
-    for name, nets in (("onnx", detector._onnx), ("torch", torch_nets)):
-        calls = []
-
-        def traced(b, scores, groups, threshold, method="union", _calls=calls):
-            kept = original(b, scores, groups, threshold, method)
-            _calls.append((b[:, :4].copy(), scores.copy(), set(kept.tolist())))
-            return kept
-
-        with mock.patch.object(mtcnn_onnx, "batched_nms", traced):
-            found = nets.detect(image[None], scales, detector.stage_thresholds)
-        traces[name], boxes[name] = calls, found[0][0][:, :4].astype(float).round(2).tolist()
+    pipelines = {"onnx": OnnxMTCNN(), "torch": OnnxMTCNN(networks=tuple(_TorchSession(n) for n in torch_mtcnn_nets("cpu")))}
+    traces, boxes = {}, {}
+    for name, pipeline in pipelines.items():  # the same numpy pipeline, each runtime's networks
+        traces[name] = []
+        found = pipeline.detect(image[None], scales, detector.stage_thresholds, trace=traces[name])
+        boxes[name] = found[0][0][:, :4].astype(float).round(2).tolist()
     reference = [f.box.astype(float).round(2).tolist() for f in FaceDetector(runtime="torch").detect(image, min_score=0.0)]
     result = {"image": path.name, "boxes": {**boxes, "facenet_pytorch": reference}, "first_differing_nms": None}
     for k, ((b, s_onnx, kept_onnx), (_, s_torch, kept_torch)) in enumerate(zip(traces["onnx"], traces["torch"])):
-        if kept_onnx != kept_torch:
+        if set(kept_onnx.tolist()) != set(kept_torch.tolist()):
             order = np.argsort(-s_onnx, kind="stable")
             result["first_differing_nms"] = {"call": k, "candidates": [
                 {"index": int(i), "box": b[i].astype(float).round(1).tolist(), "score_onnx": f"{s_onnx[i]:.9f}", "score_torch": f"{s_torch[i]:.9f}",
-                 "kept_by": [n for n, kept in (("onnx", kept_onnx), ("torch", kept_torch)) if i in kept]} for i in order]}
+                 "kept_by": [n for n, kept in (("onnx", kept_onnx), ("torch", kept_torch)) if i in set(kept.tolist())]} for i in order]}
             break
     return result
 

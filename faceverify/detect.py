@@ -96,7 +96,7 @@ class FaceDetector:
 
             self._onnx = OnnxMTCNN(threads=threads)
         else:
-            self._nets = _torch_nets(self.device)
+            self._nets = torch_mtcnn_nets(self.device)
         self._lock = threading.Lock()  # neither runtime's networks are shared across threads safely
 
     def detect(self, image: np.ndarray, min_score: float | None = None) -> list[Face]:
@@ -140,7 +140,8 @@ class FaceDetector:
         return kept or scales[-1:]
 
 
-def _torch_nets(device: str):
+def torch_mtcnn_nets(device: str):
+    """facenet-pytorch's P-, R- and O-nets, in eval mode (the torch runtime's networks)."""
     try:
         from facenet_pytorch import MTCNN  # imported here: it is slow to import and only this runtime needs it
     except ImportError as exc:

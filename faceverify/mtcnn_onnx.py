@@ -29,9 +29,15 @@ def have_mtcnn_onnx(directory: str | Path = MTCNN_DIR) -> bool:
 
 
 class OnnxMTCNN:
-    """The three networks on onnxruntime; ``detect`` mirrors facenet-pytorch's ``detect_face``."""
+    """The three networks on onnxruntime; ``detect`` mirrors facenet-pytorch's ``detect_face``.
 
-    def __init__(self, directory: str | Path = MTCNN_DIR, threads: int = 1):
+    ``networks`` replaces them with any three objects that answer onnxruntime's
+    ``run(outputs, {"input": x})`` (bench.runtime_agreement drives facenet-pytorch's through it)."""
+
+    def __init__(self, directory: str | Path = MTCNN_DIR, threads: int = 1, networks: tuple | None = None):
+        if networks is not None:
+            self.pnet, self.rnet, self.onet = networks
+            return
         import onnxruntime as ort
 
         files = mtcnn_files(directory)
@@ -42,10 +48,19 @@ class OnnxMTCNN:
         options = session_options(threads)
         self.pnet, self.rnet, self.onet = (ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in files)
 
-    def detect(self, images: np.ndarray, scales: list[float], thresholds) -> list[tuple[np.ndarray, np.ndarray]]:
+    def detect(self, images: np.ndarray, scales: list[float], thresholds,
+               trace: list | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """(N, H, W, 3) uint8 RGB images of one size, the pyramid's scales (``pyramid_scales``) ->
         per image (boxes (k, 5): x1, y1, x2, y2, probability; points (k, 5, 2)), float32, in
-        facenet-pytorch's conventions."""
+        facenet-pytorch's conventions. ``trace``, if given, receives each NMS call's
+        (boxes, scores, indices kept), in order: where two runs part, it shows which candidate."""
+
+        def traced_nms(boxes, scores, groups, threshold, method="union"):
+            kept = batched_nms(boxes, scores, groups, threshold, method)
+            if trace is not None:
+                trace.append((boxes.copy(), scores.copy(), kept))
+            return kept
+
         images = np.ascontiguousarray(images)
         n, h, w = images.shape[:3]
         # integral images (exact, int64) of every image: each area resampling is two look-ups
@@ -59,11 +74,11 @@ class OnnxMTCNN:
             data = (area_resize(integral, (0, 0, h, w), size) - np.float32(127.5)) * _NORM
             reg, prob = self.pnet.run(None, {"input": data})
             boxes, inds = _generate_boxes(reg, prob[:, 1], scale, thresholds[0])
-            keep = batched_nms(boxes[:, :4], boxes[:, 4], inds, 0.5)
+            keep = traced_nms(boxes[:, :4], boxes[:, 4], inds, 0.5)
             candidates.append((boxes[keep], inds[keep]))
         boxes = np.concatenate([c[0] for c in candidates]) if candidates else np.zeros((0, 9), np.float32)
         inds = np.concatenate([c[1] for c in candidates]) if candidates else np.zeros((0,), np.int64)
-        keep = batched_nms(boxes[:, :4], boxes[:, 4], inds, 0.7)
+        keep = traced_nms(boxes[:, :4], boxes[:, 4], inds, 0.7)
         boxes, inds = boxes[keep], inds[keep]
         if len(boxes) == 0:
             return empty
@@ -78,7 +93,7 @@ class OnnxMTCNN:
         ok = score > thresholds[1]
         boxes = np.concatenate([boxes[ok, :4], score[ok, None]], axis=1)
         inds, reg = inds[ok], reg[ok]
-        keep = batched_nms(boxes[:, :4], boxes[:, 4], inds, 0.7)
+        keep = traced_nms(boxes[:, :4], boxes[:, 4], inds, 0.7)
         boxes, inds, reg = boxes[keep], inds[keep], reg[keep]
         if len(boxes) == 0:
             return empty
@@ -94,7 +109,7 @@ class OnnxMTCNN:
         bh = boxes[:, 3:4] - boxes[:, 1:2] + 1
         points = np.stack([bw * marks[:, :5] + boxes[:, 0:1] - 1, bh * marks[:, 5:] + boxes[:, 1:2] - 1], axis=2)
         boxes = _bbreg(boxes, reg)
-        keep = batched_nms(boxes[:, :4], boxes[:, 4], inds, 0.7, method="min")
+        keep = traced_nms(boxes[:, :4], boxes[:, 4], inds, 0.7, method="min")
         boxes, inds, points = boxes[keep], inds[keep], points[keep]
         return [(boxes[inds == i].astype(np.float32), points[inds == i].astype(np.float32)) for i in range(n)]
 

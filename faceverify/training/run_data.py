@@ -59,9 +59,9 @@ def open_run_data(cfg: dict, info: fdist.DistInfo, seed: int) -> RunData:
         faces = open_training_set(dcfg, progress=True, wide=distilling)
         needed = None
         if distilling:
-            indices, _, _ = distilled_faces(faces, dcfg, kcfg)
+            selection = distilled_faces(faces, dcfg, kcfg)
             # targets for the (view, face) pairs this run's steps read: a short run pays for what it uses
-            needed = views_read(indices, len(faces), views, seed, int(cfg["train"]["steps"]),
+            needed = views_read(selection[0], len(faces), views, seed, int(cfg["train"]["steps"]),
                                 int(cfg["train"]["batch_size"]) // info.world_size, info.world_size)
         for spec, kwargs, _ in teachers:  # each teacher cuts its own crops of the same views, cached apart
             TeacherTargets(faces, spec, views, kwargs).build(int(kcfg["workers"]), needed=needed)
@@ -70,10 +70,11 @@ def open_run_data(cfg: dict, info: fdist.DistInfo, seed: int) -> RunData:
     fdist.barrier(info)
     if not info.is_main:
         faces = open_training_set(dcfg, progress=False, prepare=False, wide=distilling)
+        selection = distilled_faces(faces, dcfg, kcfg) if distilling else None
     if not distilling:
         dataset = AugmentedFaces(faces, template_size(dcfg["template"]), flip=dcfg["flip"], random_crop=dcfg["random_crop"], seed=seed)
         return RunData(dataset, list(faces.classes), faces.num_classes)
-    indices, labels, classes = distilled_faces(faces, dcfg, kcfg)
+    indices, labels, classes = selection
     parts, described = [], []
     for k, (spec, kwargs, _) in enumerate(teachers):
         raw_targets = np.asarray(TeacherTargets(faces, spec, views, kwargs).load())
