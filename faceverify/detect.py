@@ -28,10 +28,11 @@ DEFAULT_POLICY = "largest_central"
 # detection costs 23% less (docs/service.md, "Detector").
 MIN_FACE_FRACTION = 1 / 6
 # ... and levels that only find faces under this many pixels: the aligned crop of such a face is
-# blown up well past its pixels at the default model's 80x80 input (its eyes 25 px apart), and more
+# blown up well past its pixels at the default model's 84x72 input (its eyes 26 px apart), and more
 # at 112. On LFW's 150x150 photos this drops the 28 px level (the fraction's floor there is 25 px)
 # and 21% of detection's time; on View 1 it moved the chosen face of 229 of 4,991 images by more
-# than 0.5 px and changed 1 of 999 DevTest verdicts (98.80% -> 98.70%): docs/service.md, "Detector".
+# than 0.5 px and changed 1 of 999 DevTest verdicts of the 80x80 model before it (98.80% -> 98.70%):
+# docs/service.md, "Detector".
 # Photos with a short side above 216 px are unaffected: their fraction floor is higher.
 MIN_FACE_PX = 36
 

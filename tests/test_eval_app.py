@@ -302,7 +302,7 @@ def test_onnx_face_speed_times_a_checkpoint_and_a_model_folder(checkpoint):
     exported = measure(checkpoint, runs=3)  # a checkpoint: exported to a temporary ONNX file first
     assert exported["input"] == "112x96" and exported["ms_per_face"] > 0
     shipped = measure(REPO / "models" / "default", runs=3)  # a model folder: its own model.onnx
-    assert shipped["input"] == "80x80" and shipped["ms_per_face"] > 0
+    assert shipped["input"] == "84x72" and shipped["ms_per_face"] > 0
 
 
 def test_an_onnx_model_with_a_card_evaluates_and_calibrates_like_any_model(checkpoint, tmp_path):
