@@ -136,11 +136,12 @@ def explain(image_name: str) -> dict:
     reference = [f.box.astype(float).round(2).tolist() for f in FaceDetector(runtime="torch").detect(image, min_score=0.0)]
     result = {"image": path.name, "boxes": {**boxes, "facenet_pytorch": reference}, "first_differing_nms": None}
     for k, ((b, s_onnx, kept_onnx), (_, s_torch, kept_torch)) in enumerate(zip(traces["onnx"], traces["torch"])):
-        if set(kept_onnx.tolist()) != set(kept_torch.tolist()):
+        kept = {"onnx": set(kept_onnx.tolist()), "torch": set(kept_torch.tolist())}
+        if kept["onnx"] != kept["torch"]:
             order = np.argsort(-s_onnx, kind="stable")
             result["first_differing_nms"] = {"call": k, "candidates": [
                 {"index": int(i), "box": b[i].astype(float).round(1).tolist(), "score_onnx": f"{s_onnx[i]:.9f}", "score_torch": f"{s_torch[i]:.9f}",
-                 "kept_by": [n for n, kept in (("onnx", kept_onnx), ("torch", kept_torch)) if i in set(kept.tolist())]} for i in order]}
+                 "kept_by": [n for n, ids in kept.items() if i in ids]} for i in order]}
             break
     return result
 
